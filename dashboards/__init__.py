@@ -1,0 +1,3 @@
+"""shepherd's `dashboards` package."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""shepherd's `distill` package."""
+
+__all__: list[str] = []

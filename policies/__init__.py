@@ -1,0 +1,3 @@
+"""shepherd's `policies` package."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""Scenario files users launch, their schema and loader, and the ``shepherd`` command line."""
+
+__all__: list[str] = []

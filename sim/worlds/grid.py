@@ -1,0 +1,159 @@
+"""Shared machinery of the native grid worlds: movement, spawning and local views.
+
+Positions are (N, 2) int64 rows of ``[y, x]`` on an ``H x W`` grid. Every observation is
+an egocentric ``V x V`` window (``V = 2 * view_radius + 1``) of a padded channel canvas,
+channels last, so ``O = (V, V, C)``. Cells outside the map read as walls.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from sim.world import World
+
+ACTION_NAMES = ("stay", "up", "down", "left", "right")
+MOVES = np.array([[0, 0], [-1, 0], [1, 0], [0, -1], [0, 1]], dtype=np.int64)  # (A, 2) dy, dx
+WALL_CHANNEL = 0
+
+
+def require_int(name: str, value: Any, *, minimum: int, world: str) -> int:
+    """Return ``value`` as an int, or raise naming the option and the accepted range."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{world}: {name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{world}: {name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def require_number(name: str, value: Any, *, minimum: float, world: str) -> float:
+    """Return ``value`` as a float, or raise naming the option and the accepted range."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+        raise TypeError(f"{world}: {name} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{world}: {name} must be a finite number, got {value}")
+    if value < minimum:
+        raise ValueError(f"{world}: {name} must be >= {minimum}, got {value}")
+    return float(value)
+
+
+def auto_map_size(num_agents: int, density: float) -> int:
+    """Side of the smallest square map that holds ``num_agents`` at ``density`` agents per cell."""
+    return max(8, math.ceil(math.sqrt(num_agents / density)))
+
+
+class GridWorld(World):
+    """Base class of the native grid worlds.
+
+    Subclasses call ``_init_grid`` from ``__init__``, then paint their channels onto
+    ``self._canvas`` in ``_paint`` and call ``_observe`` to cut out each agent's view.
+    """
+
+    channel_names: tuple[str, ...]
+    """Names of the observation channels, in order; channel 0 is always ``"wall"``."""
+
+    def _init_grid(
+        self,
+        *,
+        num_agents: Any,
+        map_size: Any,
+        view_radius: Any,
+        max_steps: Any,
+        density: float,
+        reserved_cells: int = 0,
+    ) -> None:
+        self.num_agents = require_int("num_agents", num_agents, minimum=1, world=self.name)
+        if map_size is None:
+            map_size = auto_map_size(self.num_agents + reserved_cells, density)
+        self.map_size = require_int("map_size", map_size, minimum=2, world=self.name)
+        self.view_radius = require_int("view_radius", view_radius, minimum=0, world=self.name)
+        self.max_steps = require_int("max_steps", max_steps, minimum=1, world=self.name)
+
+        capacity = self.map_size * self.map_size - reserved_cells
+        if self.num_agents > capacity:
+            raise ValueError(
+                f"{self.name}: num_agents={self.num_agents} does not fit a "
+                f"{self.map_size}x{self.map_size} map, which holds at most {max(capacity, 0)} "
+                "agents on distinct cells here; raise map_size or leave it unset to size the "
+                "map from num_agents"
+            )
+
+        self.height = self.width = self.map_size
+        self.num_actions = len(ACTION_NAMES)
+        side = 2 * self.view_radius + 1
+        num_channels = len(self.channel_names)
+        self.observation_shape = (side, side, num_channels)
+        self._init_canvas()
+
+        self.pos = np.zeros((self.num_agents, 2), dtype=np.int64)
+        self._alive = np.zeros(self.num_agents, dtype=bool)
+
+    def _init_canvas(self) -> None:
+        r = self.view_radius
+        padded_h, padded_w = self.height + 2 * r, self.width + 2 * r
+        num_channels = len(self.channel_names)
+        self._canvas = np.zeros((padded_h, padded_w, num_channels), dtype=np.float32)
+        self._canvas[..., WALL_CHANNEL] = 1.0
+        self._canvas[r : r + self.height, r : r + self.width, WALL_CHANNEL] = 0.0
+
+        # Flat offsets of a V x V window relative to its top-left cell in the padded canvas.
+        side = 2 * r + 1
+        dy, dx = np.meshgrid(np.arange(side), np.arange(side), indexing="ij")
+        self._window_offsets = (dy * padded_w + dx).ravel()  # (V*V,)
+        self._padded_width = padded_w
+
+    @property
+    def interior(self) -> np.ndarray:
+        """(H, W, C) writable view of the canvas without its wall border."""
+        r = self.view_radius
+        return self._canvas[r : r + self.height, r : r + self.width]
+
+    def flat_index(self, pos: np.ndarray) -> np.ndarray:
+        """Flat cell index ``y * W + x`` of each (y, x) row."""
+        return pos[:, 0] * self.width + pos[:, 1]
+
+    def count_map(self, pos: np.ndarray) -> np.ndarray:
+        """(H, W) float32 number of rows of ``pos`` on each cell."""
+        counts = np.bincount(self.flat_index(pos), minlength=self.height * self.width)
+        return counts.reshape(self.height, self.width).astype(np.float32)
+
+    def move(self, actions: np.ndarray) -> None:
+        """Move alive agents by their actions; walls at the map edge stop them."""
+        delta = MOVES[actions] * self._alive[:, None]  # (N, 2)
+        np.add(self.pos, delta, out=self.pos)
+        np.clip(self.pos, 0, self.map_size - 1, out=self.pos)
+
+    def spawn_cells(self, rng: np.random.Generator, count: int) -> np.ndarray:
+        """(count, 2) distinct random cells."""
+        flat = rng.choice(self.height * self.width, size=count, replace=False)
+        return np.stack([flat // self.width, flat % self.width], axis=1).astype(np.int64)
+
+    def random_cells(self, rng: np.random.Generator, count: int) -> np.ndarray:
+        """(count, 2) random cells, possibly repeated."""
+        return rng.integers(0, self.map_size, size=(count, 2), dtype=np.int64)
+
+    def window_sum(self, grid: np.ndarray, pos: np.ndarray, radius: int) -> np.ndarray:
+        """Sum of ``grid`` (H, W) over the (2*radius+1)^2 window around each row of ``pos``."""
+        padded = np.pad(grid, radius)
+        side = 2 * radius + 1
+        windows = np.lib.stride_tricks.sliding_window_view(padded, (side, side))
+        return windows[pos[:, 0], pos[:, 1]].sum(axis=(1, 2))
+
+    def _observe(self) -> np.ndarray:
+        """(N, V, V, C) float32 windows of the canvas around each agent; dead rows are zero."""
+        top_left = self.pos[:, 0] * self._padded_width + self.pos[:, 1]  # (N,)
+        index = top_left[:, None] + self._window_offsets[None, :]  # (N, V*V)
+        flat_canvas = self._canvas.reshape(-1, self._canvas.shape[-1])
+        obs = np.take(flat_canvas, index, axis=0)  # (N, V*V, C)
+        obs = obs.reshape(self.num_agents, *self.observation_shape)
+        obs[~self._alive] = 0.0
+        return obs
+
+    def _base_state(self) -> dict[str, np.ndarray]:
+        return {
+            "positions": self.pos.copy(),
+            "alive": self._alive.copy(),
+            "team_ids": self.team_ids.copy(),
+        }
