@@ -148,7 +148,8 @@ class GridWorld(World):
         flat_canvas = self._canvas.reshape(-1, self._canvas.shape[-1])
         obs = np.take(flat_canvas, index, axis=0)  # (N, V*V, C)
         obs = obs.reshape(self.num_agents, *self.observation_shape)
-        obs[~self._alive] = 0.0
+        if not self._alive.all():
+            obs[~self._alive] = 0.0
         return obs
 
     def _base_state(self) -> dict[str, np.ndarray]:
