@@ -41,7 +41,7 @@ GOAL_MAGENT2_RATIO = 10.0
 GOAL_PEAK_MEMORY_MB = 1024.0
 GOAL_RAY_SPEEDUP = 1.6
 
-# MAgent2 battle_v4 places about 4% of the map's cells per team, so a map of side s holds
+# MAgent2 battle_v4 places about 4% of the map's cells per team, so a map of side s has room for
 # about 0.08 * s^2 agents (45 -> 162, 354 -> 9,800 with magent2 0.3.4).
 MAGENT2_AGENTS_PER_CELL = 0.08
 
@@ -139,7 +139,7 @@ def measure_view(name: str, num_agents: int, *, repeats: int, min_seconds: float
 
 
 def magent2_map_size(num_agents: int) -> int:
-    """Side of the battle_v4 map that holds about ``num_agents`` agents (at least 20)."""
+    """Side of the battle_v4 map with room for about ``num_agents`` agents (at least 20)."""
     return max(20, round((num_agents / MAGENT2_AGENTS_PER_CELL) ** 0.5))
 
 
@@ -243,7 +243,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
-    """Measure everything ``args`` asks for and return the results with the goals checked."""
+    """Measure everything that ``args`` selects and return the results with the goals checked."""
     import sim
 
     quick = args.quick
@@ -341,7 +341,7 @@ def _goal(name: str, target: float, measured: float, *, lower_is_better: bool = 
 
 
 def machine_description() -> dict[str, Any]:
-    """The machine the figures come from: CPU model, core count, Python and library versions."""
+    """Describe the machine the figures come from: CPU model, core count, Python and library versions."""
     import platform
 
     import numpy

@@ -1,6 +1,6 @@
 """The batched World interface.
 
-A World holds a whole population of agents as rows of fixed-size numpy arrays. Rows never
+A World contains a whole population of agents as rows of fixed-size numpy arrays. Rows never
 move: an agent that dies keeps its row, and the ``alive`` mask says who acts. Shape
 letters used in this package:
 
@@ -30,7 +30,7 @@ class EpisodeEndedError(WorldError, RuntimeError):
 
 
 class Step(NamedTuple):
-    """What ``World.step`` returns; unpacks as ``obs, reward, terminated, truncated, alive``."""
+    """Result of ``World.step``, which unpacks as ``obs, reward, terminated, truncated, alive``."""
 
     obs: np.ndarray
     """(N, *O) float32 observations after the step; rows of dead agents are zero."""

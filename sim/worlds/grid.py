@@ -40,7 +40,7 @@ def require_number(name: str, value: Any, *, minimum: float, world: str) -> floa
 
 
 def auto_map_size(num_agents: int, density: float) -> int:
-    """Side of the smallest square map that holds ``num_agents`` at ``density`` agents per cell."""
+    """Side of the smallest square map with room for ``num_agents`` at ``density`` agents per cell."""
     return max(8, math.ceil(math.sqrt(num_agents / density)))
 
 
