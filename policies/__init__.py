@@ -1,3 +1,23 @@
-"""shepherd's `policies` package."""
+"""Teachers, students, the batched label service and cost accounting."""
 
-__all__: list[str] = []
+from policies.teacher import (
+    LabelError,
+    LabelInputError,
+    LabelRequest,
+    Labels,
+    Teacher,
+    TeacherCost,
+    TeacherError,
+    TeacherSpec,
+)
+
+__all__ = [
+    "LabelError",
+    "LabelInputError",
+    "LabelRequest",
+    "Labels",
+    "Teacher",
+    "TeacherCost",
+    "TeacherError",
+    "TeacherSpec",
+]
