@@ -1,5 +1,14 @@
 """Teachers, students, the batched label service and cost accounting."""
 
+from policies.mixture import MixtureSpec, MixtureTeacher
+from policies.scripted import (
+    ScriptedBattleSpec,
+    ScriptedBattleTeacher,
+    ScriptedPursuitSpec,
+    ScriptedPursuitTeacher,
+    ScriptedSpreadSpec,
+    ScriptedSpreadTeacher,
+)
 from policies.teacher import (
     LabelError,
     LabelInputError,
@@ -16,6 +25,14 @@ __all__ = [
     "LabelInputError",
     "LabelRequest",
     "Labels",
+    "MixtureSpec",
+    "MixtureTeacher",
+    "ScriptedBattleSpec",
+    "ScriptedBattleTeacher",
+    "ScriptedPursuitSpec",
+    "ScriptedPursuitTeacher",
+    "ScriptedSpreadSpec",
+    "ScriptedSpreadTeacher",
     "Teacher",
     "TeacherCost",
     "TeacherError",

@@ -223,6 +223,8 @@ class PettingZooWorld(World):
             )
         obs_dict, _ = result
         self._was_reset = True
+        if self._magent is not None:
+            self._magent.fix_team_sizes(self.env.unwrapped)
 
         self._alive[:] = False
         self._alive[self._rows(self.env.agents, "env.agents")] = True
@@ -365,6 +367,15 @@ class _MAgentReader:
         if not isinstance(grid, GridWorld) or handles is None:
             return None
         return cls(grid, list(handles))
+
+    def fix_team_sizes(self, unwrapped: Any) -> None:
+        """Recount ``team_sizes`` after a reset, which magent2 0.3.4 counts too early.
+
+        Its ``reset`` counts the teams before ``generate_map`` places the agents, so the
+        sizes are zero and the first ``step`` splits the action array wrongly: the second
+        team receives the first team's actions.
+        """
+        unwrapped.team_sizes = [self.grid.get_num(handle) for handle in self.handles]
 
     def read(self, num_agents: int, alive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Return (N, 2) float32 positions and (N,) float32 hp; NaN and 0 where not alive."""

@@ -636,3 +636,17 @@ def test_state_before_reset():
     world = sim.from_pettingzoo(simple_spread_v3.parallel_env())
     with pytest.raises(WorldError, match=r"call reset\(\) before state\(\)"):
         world.state()
+
+
+def test_battle_first_step_sends_each_team_its_own_actions():
+    # magent2 0.3.4 counts team sizes before placing agents; without the adapter's recount,
+    # the first step after a reset hands blue the red team's actions.
+    world = sim.from_pettingzoo(battle_v4.parallel_env(map_size=45, max_cycles=300), seed=0)
+    world.reset()
+    before = world.state()["positions"].copy()
+    red = world.team_ids == world.team_names.index("red")
+    stay, toward_red = 6, 5  # the centre of the 13 move offsets, and one cell toward -x
+    world.step(np.where(red, stay, toward_red).astype(np.int64))
+    after = world.state()["positions"]
+    np.testing.assert_array_equal(after[red], before[red])
+    assert (after[~red] != before[~red]).any(axis=1).mean() > 0.5
