@@ -1,6 +1,41 @@
 """Teachers, students, the batched label service and cost accounting."""
 
+from policies.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    CheckpointMetadata,
+    load_checkpoint,
+    save_checkpoint,
+)
+from policies.cost import (
+    DecisionCost,
+    matmul_flops_per_second,
+    measure_neural_teacher,
+    measure_student,
+)
+from policies.export import OnnxPolicy, OnnxPolicySpec, export_onnx
 from policies.mixture import MixtureSpec, MixtureTeacher
+from policies.networks import (
+    NetworkConfig,
+    PolicyNetwork,
+    build_network,
+    count_params,
+    default_student_config,
+    default_teacher_config,
+    flops_per_decision,
+    mask_logits,
+)
+from policies.neural import (
+    LabelledData,
+    NearestOffsets,
+    NeuralTeacher,
+    NeuralTeacherSpec,
+    TrainingConfig,
+    TrainingReport,
+    collect_teacher_labels,
+    make_neural_teacher,
+    train_network,
+)
 from policies.scripted import (
     ScriptedBattleSpec,
     ScriptedBattleTeacher,
@@ -9,6 +44,7 @@ from policies.scripted import (
     ScriptedSpreadSpec,
     ScriptedSpreadTeacher,
 )
+from policies.student import Student, StudentPolicySpec
 from policies.teacher import (
     LabelError,
     LabelInputError,
@@ -21,20 +57,51 @@ from policies.teacher import (
 )
 
 __all__ = [
+    "Checkpoint",
+    "CheckpointError",
+    "CheckpointMetadata",
+    "DecisionCost",
     "LabelError",
     "LabelInputError",
     "LabelRequest",
+    "LabelledData",
     "Labels",
     "MixtureSpec",
     "MixtureTeacher",
+    "NearestOffsets",
+    "NetworkConfig",
+    "NeuralTeacher",
+    "NeuralTeacherSpec",
+    "OnnxPolicy",
+    "OnnxPolicySpec",
+    "PolicyNetwork",
     "ScriptedBattleSpec",
     "ScriptedBattleTeacher",
     "ScriptedPursuitSpec",
     "ScriptedPursuitTeacher",
     "ScriptedSpreadSpec",
     "ScriptedSpreadTeacher",
+    "Student",
+    "StudentPolicySpec",
     "Teacher",
     "TeacherCost",
     "TeacherError",
     "TeacherSpec",
+    "TrainingConfig",
+    "TrainingReport",
+    "build_network",
+    "collect_teacher_labels",
+    "count_params",
+    "default_student_config",
+    "default_teacher_config",
+    "export_onnx",
+    "flops_per_decision",
+    "load_checkpoint",
+    "make_neural_teacher",
+    "mask_logits",
+    "matmul_flops_per_second",
+    "measure_neural_teacher",
+    "measure_student",
+    "save_checkpoint",
+    "train_network",
 ]
