@@ -25,17 +25,8 @@ from policies.networks import (
     flops_per_decision,
     mask_logits,
 )
-from policies.neural import (
-    LabelledData,
-    NearestOffsets,
-    NeuralTeacher,
-    NeuralTeacherSpec,
-    TrainingConfig,
-    TrainingReport,
-    collect_teacher_labels,
-    make_neural_teacher,
-    train_network,
-)
+from policies.features import NearestOffsets
+from policies.neural import NeuralTeacher, NeuralTeacherSpec
 from policies.scripted import (
     ScriptedBattleSpec,
     ScriptedBattleTeacher,
@@ -54,6 +45,14 @@ from policies.teacher import (
     TeacherCost,
     TeacherError,
     TeacherSpec,
+)
+from policies.training import (
+    LabelledData,
+    TrainingConfig,
+    TrainingReport,
+    collect_teacher_labels,
+    make_neural_teacher,
+    train_network,
 )
 
 __all__ = [

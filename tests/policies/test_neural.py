@@ -12,11 +12,10 @@ import torch
 from policies.checkpoint import CheckpointError, save_checkpoint
 from policies.cost import matmul_flops_per_second, measure_neural_teacher
 from policies.networks import NetworkConfig, build_network, flops_per_decision
-from policies.neural import (
+from policies.features import NearestOffsets
+from policies.neural import NeuralTeacher, NeuralTeacherSpec
+from policies.training import (
     LabelledData,
-    NearestOffsets,
-    NeuralTeacher,
-    NeuralTeacherSpec,
     TrainingConfig,
     collect_teacher_labels,
     make_neural_teacher,
