@@ -14,6 +14,16 @@ from policies.cost import (
     measure_student,
 )
 from policies.export import OnnxPolicy, OnnxPolicySpec, export_onnx
+from policies.features import NearestOffsets
+from policies.llm import (
+    LLMAuthError,
+    LLMError,
+    LLMRequestError,
+    LLMStats,
+    LLMTeacher,
+    LLMTeacherSpec,
+    LLMUnavailableError,
+)
 from policies.mixture import MixtureSpec, MixtureTeacher
 from policies.networks import (
     NetworkConfig,
@@ -25,7 +35,6 @@ from policies.networks import (
     flops_per_decision,
     mask_logits,
 )
-from policies.features import NearestOffsets
 from policies.neural import NeuralTeacher, NeuralTeacherSpec
 from policies.scripted import (
     ScriptedBattleSpec,
@@ -60,6 +69,13 @@ __all__ = [
     "CheckpointError",
     "CheckpointMetadata",
     "DecisionCost",
+    "LLMAuthError",
+    "LLMError",
+    "LLMRequestError",
+    "LLMStats",
+    "LLMTeacher",
+    "LLMTeacherSpec",
+    "LLMUnavailableError",
     "LabelError",
     "LabelInputError",
     "LabelRequest",
