@@ -36,6 +36,14 @@ from policies.networks import (
     mask_logits,
 )
 from policies.neural import NeuralTeacher, NeuralTeacherSpec
+from policies.planners import (
+    ForagingPlanner,
+    LocalHeuristicPolicySpec,
+    LookaheadPlanner,
+    PlannerSpec,
+    PredatorPreyPlanner,
+    SpreadPlanner,
+)
 from policies.scripted import (
     ScriptedBattleSpec,
     ScriptedBattleTeacher,
@@ -55,6 +63,7 @@ from policies.teacher import (
     TeacherError,
     TeacherSpec,
 )
+from policies.teacher_policy import TeacherPolicy, TeacherPolicySpec
 from policies.training import (
     LabelledData,
     TrainingConfig,
@@ -69,6 +78,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointMetadata",
     "DecisionCost",
+    "ForagingPlanner",
     "LLMAuthError",
     "LLMError",
     "LLMRequestError",
@@ -81,6 +91,8 @@ __all__ = [
     "LabelRequest",
     "LabelledData",
     "Labels",
+    "LocalHeuristicPolicySpec",
+    "LookaheadPlanner",
     "MixtureSpec",
     "MixtureTeacher",
     "NearestOffsets",
@@ -89,18 +101,23 @@ __all__ = [
     "NeuralTeacherSpec",
     "OnnxPolicy",
     "OnnxPolicySpec",
+    "PlannerSpec",
     "PolicyNetwork",
+    "PredatorPreyPlanner",
     "ScriptedBattleSpec",
     "ScriptedBattleTeacher",
     "ScriptedPursuitSpec",
     "ScriptedPursuitTeacher",
     "ScriptedSpreadSpec",
     "ScriptedSpreadTeacher",
+    "SpreadPlanner",
     "Student",
     "StudentPolicySpec",
     "Teacher",
     "TeacherCost",
     "TeacherError",
+    "TeacherPolicy",
+    "TeacherPolicySpec",
     "TeacherSpec",
     "TrainingConfig",
     "TrainingReport",
