@@ -139,6 +139,8 @@ class TrainingConfig:
     """Most recent labelled states the learner samples from; ``None`` keeps all."""
     torch_threads: int = 1
     """Threads torch may use in each actor; 1 leaves the other cores to other actors."""
+    learner_cpus: float = 0.5
+    """CPUs the learner actor reserves from Ray."""
 
 
 @dataclasses.dataclass(frozen=True)
