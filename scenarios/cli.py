@@ -7,13 +7,14 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 log = logging.getLogger("shepherd")
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _simulate(args: argparse.Namespace) -> int:
     """Step a native world with random actions and print its throughput."""
     import sim
 
@@ -47,6 +48,107 @@ def _bench_sim(args: argparse.Namespace) -> int:
     return bench_sim_main(args)
 
 
+DEFAULT_SCENARIO = "spread"
+"""The scenario ``make demo`` and ``shepherd demo`` run."""
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run a scenario end to end and print where its files are."""
+    from distill.components import check_config
+    from distill.run import run
+    from scenarios.loader import load_scenario
+
+    config = load_scenario(args.scenario, args.set, check=check_config)
+    result = run(config, out=args.out, address=args.address, progress=not args.no_progress)
+    print(_format_summary(result.run_dir, result.summary))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    args.scenario = DEFAULT_SCENARIO
+    return _run(args)
+
+
+def _format_summary(run_dir: Any, summary: dict[str, Any]) -> str:
+    consistency, throughput, cost, labels = (
+        summary["consistency"], summary["throughput"], summary["cost"], summary["labels"],
+    )
+
+    def number(value: Any, pattern: str) -> str:
+        return "n/a" if value is None else format(value, pattern)
+
+    lines = [
+        f"run directory: {run_dir}",
+        f"scenario {summary['scenario']}: {summary['agents']:,} agents, {summary['workers']} worker(s), "
+        f"teacher {', '.join(summary['teachers'])}, {summary['wall_s']:.0f} s",
+        f"consistency: action agreement {number(consistency['action_agreement'], '.3f')}, "
+        f"KL(teacher||student) {number(consistency['kl_teacher_student'], '.3f')}, "
+        f"return ratio {number(consistency['return_ratio'], '.3f')} "
+        f"(student {number(consistency['student_return'], '.2f')} / teacher {number(consistency['teacher_return'], '.2f')})",
+        f"throughput: {number(throughput['agent_steps_per_s'], ',.0f')} agent-steps/s in training, "
+        f"{number(throughput['labels_per_s'], ',.0f')} labels/s, "
+        f"{number(throughput['train_samples_per_s'], ',.0f')} train samples/s; "
+        f"student-driven {number(throughput['student_vs_teacher_speedup'], ',.0f')}x the teacher-driven agent-steps/s",
+        f"cost per decision: student {number(cost['student_us_per_decision'], '.2f')} us, "
+        f"teacher {number(cost['teacher_us_per_decision'], '.1f')} us "
+        f"(ratio {number(cost['compute_ratio'], '.4f')})",
+        f"labels: {labels['labelled']:,} of {labels['visited']:,} visited states "
+        f"({number(labels['label_fraction'], '.1%')})",
+    ]
+    return "\n".join(lines)
+
+
+def _scenarios(args: argparse.Namespace) -> int:
+    """Print each shipped scenario with its one-line description."""
+    from scenarios.loader import scenario_descriptions
+
+    rows = scenario_descriptions()
+    width = max((len(name) for name, _ in rows), default=0)
+    for name, description in rows:
+        print(f"{name:<{width}}  {description}")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    """Re-hash a run's dataset shards; exit 1 naming any that do not match."""
+    from pathlib import Path
+
+    from distill.dataset import verify_dataset
+
+    directory = Path(args.run_dir)
+    dataset = directory / "dataset" if (directory / "dataset").is_dir() else directory
+    problems = verify_dataset(dataset)
+    if problems:
+        for problem in problems:
+            print(f"MISMATCH {problem}")
+        print(f"{len(problems)} shard(s) of {dataset} failed verification", file=sys.stderr)
+        return 1
+    print(f"{dataset}: every shard matches its sha256 in the manifest")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    """Rebuild a run's plots and report.html from its files."""
+    from dashboards import build_report
+
+    path = build_report(args.run_dir)
+    print(f"report written to {path}")
+    return 0
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="override a scenario value, for example --set training.iterations=3 (repeatable; TOML values)",
+    )
+    parser.add_argument("--out", default=None, help="run directory (default: runs/<scenario>-<UTC timestamp>)")
+    parser.add_argument(
+        "--address", default=None,
+        help="Ray cluster to join: 'auto' or 'ray://host:port' (default: start a local Ray instance)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the parser of the ``shepherd`` command and its subcommands."""
     parser = argparse.ArgumentParser(
@@ -54,17 +156,37 @@ def build_parser() -> argparse.ArgumentParser:
         description="Distill expensive multi-agent teachers into small students, on Ray.",
     )
     parser.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="level of log messages on stderr (default: INFO)",
+        "--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="level of log messages on stderr (default: WARNING)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = commands.add_parser("demo", help="step a native world with random actions and print agent-steps/s")
-    demo.add_argument("--world", default="foraging_v0", help="native world name (default: foraging_v0)")
-    demo.add_argument("--agents", type=int, default=10_000, help="number of agents (default: 10000)")
-    demo.add_argument("--steps", type=int, default=300, help="episode length in steps (default: 300)")
-    demo.add_argument("--seed", type=int, default=0, help="world and action seed (default: 0)")
+    run = commands.add_parser("run", help="run a scenario end to end: distill, evaluate, report")
+    run.add_argument("scenario", help="a shipped scenario name (see `shepherd scenarios`) or a path to a .toml file")
+    _add_run_arguments(run)
+    run.set_defaults(handler=_run)
+
+    demo = commands.add_parser("demo", help=f"run the default scenario ({DEFAULT_SCENARIO})")
+    _add_run_arguments(demo)
     demo.set_defaults(handler=_demo)
+
+    scenarios = commands.add_parser("scenarios", help="list the shipped scenarios")
+    scenarios.set_defaults(handler=_scenarios)
+
+    verify = commands.add_parser("verify", help="re-hash a run's dataset shards and name any that changed")
+    verify.add_argument("run_dir", help="a run directory, or a dataset directory with manifest.json")
+    verify.set_defaults(handler=_verify)
+
+    report = commands.add_parser("report", help="rebuild a run's plots and report.html from its files")
+    report.add_argument("run_dir", help="a run directory")
+    report.set_defaults(handler=_report)
+
+    simulate = commands.add_parser("simulate", help="step a native world with random actions and print agent-steps/s")
+    simulate.add_argument("--world", default="foraging_v0", help="native world name (default: foraging_v0)")
+    simulate.add_argument("--agents", type=int, default=10_000, help="number of agents (default: 10000)")
+    simulate.add_argument("--steps", type=int, default=300, help="episode length in steps (default: 300)")
+    simulate.add_argument("--seed", type=int, default=0, help="world and action seed (default: 0)")
+    simulate.set_defaults(handler=_simulate)
 
     bench = commands.add_parser("bench", help="run a benchmark and print its table")
     benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
@@ -81,9 +203,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from distill.dataset import DatasetError
+    from scenarios.schema import ScenarioError
+
     try:
         return args.handler(args)
-    except (ValueError, TypeError) as error:
+    except ScenarioError as error:
+        print(f"shepherd: error: {error}", file=sys.stderr)
+        return 2
+    except DatasetError as error:
+        print(f"shepherd: error: {error}", file=sys.stderr)
+        return 1
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as error:
         print(f"shepherd: error: {error}", file=sys.stderr)
         return 2
 

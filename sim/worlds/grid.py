@@ -127,6 +127,37 @@ class GridWorld(World):
         np.add(self.pos, delta, out=self.pos)
         np.clip(self.pos, 0, self.map_size - 1, out=self.pos)
 
+    def move_exclusive(self, actions: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Move alive agents so that no two share a cell; return (N,) bool of blocked moves.
+
+        A move fails when its target cell is kept by an agent that does not move away, or
+        when several agents enter the same free cell; then one of them, drawn at random,
+        gets in and the others stay. Agents may swap cells. Failed moves can free or block
+        other moves, so the resolution repeats until no cell holds two agents; every round
+        turns at least one mover into a stayer, so it ends. Assumes no two alive agents
+        share a cell before the move.
+        """
+        proposed = np.clip(self.pos + MOVES[actions], 0, self.map_size - 1)  # (N, 2)
+        moving = self._alive & (proposed != self.pos).any(axis=1)
+        blocked = np.zeros(self.num_agents, dtype=bool)
+        priority = rng.random(self.num_agents)  # (N,) random winner among movers
+        rows = np.flatnonzero(self._alive)
+        while True:
+            going = moving & ~blocked
+            final = np.where(going[:, None], proposed, self.pos)[rows]  # (N', 2)
+            cells = self.flat_index(final)
+            # Stayers keep their cell (priority 2 beats any mover); sort each cell's claims by priority.
+            claim = np.where(going[rows], priority[rows], 2.0)
+            order = np.lexsort((-claim, cells))
+            sorted_cells = cells[order]
+            loser = np.zeros(rows.size, dtype=bool)
+            loser[order[1:]] = sorted_cells[1:] == sorted_cells[:-1]
+            if not loser.any():
+                break
+            blocked[rows[loser]] = True
+        self.pos[going] = proposed[going]
+        return blocked
+
     def spawn_cells(self, rng: np.random.Generator, count: int) -> np.ndarray:
         """(count, 2) distinct random cells."""
         flat = rng.choice(self.height * self.width, size=count, replace=False)

@@ -1,10 +1,13 @@
 """spread_v0: a coordination world where agents must cover targets without crowding.
 
-Targets sit on fixed random cells for the whole episode. After every move, an agent
-alone on a target cell earns +1, an agent sharing its cell with others pays
-``collision_penalty``, and every agent also earns ``coverage_weight`` times the
-fraction of targets covered. Heading for the nearest target is not enough: a good policy
-must leave a target to whoever reaches it first and spread over the rest.
+Targets sit on fixed random cells for the whole episode. Agents are bodies: with
+``exclusive_cells`` (the default) no two agents share a cell, a move into a cell that
+another agent keeps or also enters fails, and the agents whose moves failed pay
+``collision_penalty`` (a bump). Without it agents may stack, and every agent that shares
+its cell pays the penalty instead. After every move, an agent alone on a target cell
+earns +1, and every agent also earns ``coverage_weight`` times the fraction of targets
+covered. Heading for the nearest target is not enough: a good policy must leave a target
+to whoever reaches it first and spread over the rest.
 
 Students see a ``V x V`` window with channels ``wall``, ``agents`` (other agents per
 cell) and ``targets``. Teachers read ``state()``: every agent's position and every
@@ -29,8 +32,11 @@ class SpreadWorld(GridWorld):
         view_radius: the observation window is ``2 * view_radius + 1`` cells wide.
         max_steps: episode length in steps.
         num_targets: targets on distinct cells; ``None`` means one per agent.
-        collision_penalty: paid by every agent that shares its cell with another agent.
+        collision_penalty: paid by every agent whose move another agent blocked, or, without
+            ``exclusive_cells``, by every agent that shares its cell.
         coverage_weight: weight of the covered fraction of targets in every agent's reward.
+        exclusive_cells: at most one agent per cell. Stacked agents see identical
+            observations, so without this a deterministic local policy can never separate them.
     """
 
     name = "spread_v0"
@@ -48,6 +54,7 @@ class SpreadWorld(GridWorld):
         num_targets: int | None = None,
         collision_penalty: float = 0.5,
         coverage_weight: float = 0.0,
+        exclusive_cells: bool = True,
     ) -> None:
         super().__init__(seed)
         self._init_grid(
@@ -72,6 +79,9 @@ class SpreadWorld(GridWorld):
         self.coverage_weight = require_number(
             "coverage_weight", coverage_weight, minimum=0.0, world=self.name
         )
+        if not isinstance(exclusive_cells, bool):
+            raise TypeError(f"{self.name}: exclusive_cells must be true or false, got {exclusive_cells!r}")
+        self.exclusive_cells = exclusive_cells
         self.team_ids = np.zeros(self.num_agents, dtype=np.int8)
         self.target_pos = np.zeros((self.num_targets, 2), dtype=np.int64)
         self._target_grid = np.zeros((self.height, self.width), dtype=np.float32)
@@ -90,14 +100,18 @@ class SpreadWorld(GridWorld):
         return self._observe()
 
     def _step(self, actions: np.ndarray) -> Step:
-        self.move(actions)
+        if self.exclusive_cells:
+            bumped = self.move_exclusive(actions, self._rng)
+        else:
+            self.move(actions)
 
-        # Score: alone on a target pays, a shared cell costs, coverage is shared by all.
+        # Score: alone on a target pays, a bump or a shared cell costs, coverage is shared by all.
         agent_counts = self.count_map(self.pos)
         here = agent_counts[self.pos[:, 0], self.pos[:, 1]]  # (N,) agents on each one's cell
         on_target = self._target_grid[self.pos[:, 0], self.pos[:, 1]] > 0
         reward = np.where(on_target & (here == 1), 1.0, 0.0).astype(np.float32)
-        reward[here > 1] -= self.collision_penalty
+        penalised = bumped if self.exclusive_cells else here > 1
+        reward[penalised] -= self.collision_penalty
         self._coverage = self._covered_fraction(agent_counts)
         reward += self.coverage_weight * self._coverage
 

@@ -112,7 +112,7 @@ def test_observation_is_local_and_state_is_global(name):
 
 
 def test_walls_stop_agents_at_the_map_edge():
-    world = sim.make_world("spread_v0", num_agents=4, map_size=4, seed=0)
+    world = sim.make_world("spread_v0", num_agents=4, map_size=4, seed=0, exclusive_cells=False)
     world.reset()
     for _ in range(4):
         world.step(np.full(4, UP))
@@ -129,6 +129,14 @@ def test_agents_channel_excludes_the_observer():
     world = sim.make_world("spread_v0", num_agents=1, map_size=10, seed=0)
     obs = world.reset()
     assert obs[..., 1].sum() == 0.0
+    world = sim.make_world("spread_v0", num_agents=2, map_size=3, seed=0, exclusive_cells=False)
+    world.reset()
+    world.pos[:] = [(1, 1), (1, 1)]
+    world.interior[..., 1] = world.count_map(world.pos)
+    obs = world._observe()
+    r = world.view_radius
+    assert obs[:, r, r, 1].tolist() == [1.0, 1.0], "each of two stacked agents sees the other"
+    assert obs[..., 1].sum() == 2.0
 
 
 def test_foraging_collects_food_and_pays_its_level():
@@ -165,7 +173,8 @@ def test_foraging_heavy_food_needs_two_agents_and_splits_the_reward():
 
 def test_spread_pays_lone_agents_on_targets_and_penalises_crowding():
     world = sim.make_world(
-        "spread_v0", num_agents=3, map_size=6, num_targets=2, collision_penalty=0.5, seed=0
+        "spread_v0", num_agents=3, map_size=6, num_targets=2, collision_penalty=0.5, seed=0,
+        exclusive_cells=False,
     )
     world.reset()
     world.target_pos[:] = [(1, 1), (4, 4)]
@@ -176,6 +185,46 @@ def test_spread_pays_lone_agents_on_targets_and_penalises_crowding():
     step = world.step(np.array([RIGHT, RIGHT, LEFT]))
     np.testing.assert_allclose(step.reward, [1.0, -0.5, -0.5])
     assert world.metrics()["coverage"] == 1.0
+
+
+def test_spread_never_puts_two_agents_on_one_cell():
+    world = sim.make_world("spread_v0", num_agents=300, map_size=20, max_steps=60, seed=0)
+    world.reset()
+    rng = np.random.default_rng(0)
+    while not world.episode_over:
+        world.step(random_actions(world, rng))
+        cells = world.flat_index(world.pos)
+        assert np.unique(cells).size == 300
+
+
+def test_spread_contested_cell_admits_one_agent_and_bumps_the_other():
+    world = sim.make_world("spread_v0", num_agents=2, map_size=6, num_targets=1, seed=3)
+    world.reset()
+    world.target_pos[:] = [(0, 0)]
+    world._target_grid[:] = 0.0
+    world.pos[:] = [(2, 1), (2, 3)]  # both step into (2, 2)
+
+    step = world.step(np.array([RIGHT, LEFT]))
+    positions = {tuple(p) for p in world.pos.tolist()}
+    assert (2, 2) in positions
+    assert len(positions) == 2
+    assert sorted(step.reward.tolist()) == [-0.5, 0.0]
+
+
+def test_spread_move_into_a_kept_cell_fails_but_chains_and_swaps_pass():
+    world = sim.make_world("spread_v0", num_agents=5, map_size=8, num_targets=1, seed=0)
+    world.reset()
+    world.target_pos[:] = [(7, 7)]
+    world._target_grid[:] = 0.0
+    world.pos[:] = [(0, 0), (0, 1), (3, 3), (3, 4), (5, 0)]
+    # Agent 0 runs into agent 1, which stays; agents 2 and 3 swap; agent 4 moves freely.
+    step = world.step(np.array([RIGHT, STAY, RIGHT, LEFT, DOWN]))
+    assert world.pos.tolist() == [[0, 0], [0, 1], [3, 4], [3, 3], [6, 0]]
+    assert step.reward.tolist() == [-0.5, 0.0, 0.0, 0.0, 0.0]
+
+    # A chain: agent 1 leaves, so agent 0 can follow it into the freed cell.
+    world.step(np.array([RIGHT, RIGHT, STAY, STAY, STAY]))
+    assert world.pos[:2].tolist() == [[0, 1], [0, 2]]
 
 
 def test_predator_prey_capture_kills_prey_and_pays_predators():
