@@ -286,7 +286,9 @@ def _summarise(
         "kl_by_step": _mean_or_none(probe.step_kl, probe.step_count),
         "teams": teams,
     }
+    head_to_head = [team["ratio_to_opponent"] for team in teams.values() if team["ratio_to_opponent"] is not None]
     headline = {
+        "head_to_head_ratio": float(np.mean(head_to_head)) if head_to_head else None,
         "action_agreement": float(agreement),
         "kl_teacher_student": float(kl),
         "teacher_return": teacher_return,

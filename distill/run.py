@@ -407,7 +407,8 @@ class _Runtime:
                 key: headline[key]
                 for key in (
                     "action_agreement", "kl_teacher_student", "return_ratio", "normalized_return_ratio",
-                    "teacher_return", "student_return", "random_return", "agreement_quantiles", "teams",
+                    "teacher_return", "student_return", "random_return", "agreement_quantiles",
+                    "head_to_head_ratio", "teams",
                 )
             },
             "cost": {
