@@ -152,7 +152,7 @@ def check_config(config: RunConfig) -> list[str]:
     if template is not None:
         _try(errors, "population", lambda: population_shards(config))
         if config.world.entry_point is None:
-            _try(errors, "world.options", lambda: template.replace(num_agents=min(config.world.agents_per_world, 64)).build())
+            _try(errors, "world.options", template.build)
     _try(errors, "teacher.options", lambda: teacher_spec(config))
     return errors
 
