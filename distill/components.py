@@ -194,6 +194,7 @@ def _check_ranges(config: RunConfig) -> list[str]:
     require(config.training.learning_rate > 0, "training.learning_rate", "must be > 0")
     require(config.training.torch_threads >= 1, "training.torch_threads", "must be >= 1")
     require(config.training.learner_cpus > 0, "training.learner_cpus", "must be > 0")
+    require(config.training.learner_threads >= 1, "training.learner_threads", "must be >= 1")
     if config.training.max_dataset_states is not None:
         require(config.training.max_dataset_states >= 1, "training.max_dataset_states", "must be >= 1")
     require(len(config.evaluation.seeds) >= 1, "evaluation.seeds", "must list at least one seed")

@@ -138,7 +138,9 @@ class TrainingConfig:
     max_dataset_states: int | None = None
     """Most recent labelled states the learner samples from; ``None`` keeps all."""
     torch_threads: int = 1
-    """Threads torch may use in each actor; 1 leaves the other cores to other actors."""
+    """Threads torch may use in each rollout worker and in the driver; 1 leaves the other cores to other actors."""
+    learner_threads: int = 2
+    """Threads torch may use in the learner, which trains while the rollout workers wait."""
     learner_cpus: float = 0.5
     """CPUs the learner actor reserves from Ray."""
 

@@ -32,7 +32,7 @@ class Learner:
     Args:
         student_config: the student's architecture.
         loss: weights of the loss terms.
-        training: minibatch size, learning rate, dataset cap and torch threads.
+        training: minibatch size, learning rate, dataset cap and the learner's torch threads.
         seed: seeds the initial weights and minibatch sampling.
     """
 
@@ -44,7 +44,7 @@ class Learner:
         training: TrainingConfig,
         seed: int,
     ) -> None:
-        torch.set_num_threads(training.torch_threads)
+        torch.set_num_threads(training.learner_threads)
         torch.manual_seed(seed)
         if isinstance(student_config, Mapping):
             student_config = NetworkConfig.from_dict(student_config)

@@ -183,6 +183,8 @@ class _Runtime:
             start += len(shard.worlds) * config.world.agents_per_world
         self.visited_per_iteration = config.population.agents * config.training.steps_per_iteration
 
+        if self.remote:
+            _check_cluster_cpus(config)
         labeler = self._start_labeler()
         probe = shards[0].worlds[0].replace(num_agents=config.world.agents_per_world).build()
         self.world_info = {
@@ -437,6 +439,24 @@ class _Runtime:
             self.learner.kill()
         if self.service is not None:
             self.service.shutdown()
+
+
+def _check_cluster_cpus(config: RunConfig) -> None:
+    """Raise when the Ray cluster has fewer CPUs than the run's actors reserve; they would never start."""
+    import ray
+
+    needed = (
+        config.population.workers * config.population.cpus_per_worker
+        + config.teacher.replicas * config.teacher.cpus_per_replica
+        + config.training.learner_cpus
+    )
+    available = ray.cluster_resources().get("CPU", 0.0)
+    if needed > available + 1e-9:
+        raise ValueError(
+            f"the run's actors reserve {needed:g} CPUs but the Ray cluster has {available:g}: lower "
+            "population.cpus_per_worker, teacher.cpus_per_replica or training.learner_cpus (fractions "
+            "share a core), use fewer workers or replicas, or join a larger cluster with --address"
+        )
 
 
 def _merge(results: list[CollectResult], iteration: int) -> LabelledBatch:

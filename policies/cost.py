@@ -75,7 +75,7 @@ def measure_student(
         batch_size=batch_size,
         us_per_decision=seconds / batch_size * 1e6,
         params=count_params(student.module),
-        flops_per_decision=flops_per_decision(student.config),
+        flops_per_decision=student.flops_per_decision(),
         repeats=repeats,
     )
 

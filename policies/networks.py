@@ -212,9 +212,13 @@ class PolicyNetwork(nn.Module):
         self.aux = nn.ModuleDict({name: nn.Linear(width, math.prod(shape)) for name, shape in config.aux_heads})
 
     def forward(
-        self, obs: torch.Tensor, extra: torch.Tensor | None = None
+        self, obs: torch.Tensor, extra: torch.Tensor | None = None, *, with_aux: bool = True
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Return (B, A) logits and the auxiliary outputs for (B, *O) ``obs`` and (B, F) ``extra``."""
+        """Return (B, A) logits and the auxiliary outputs for (B, *O) ``obs`` and (B, F) ``extra``.
+
+        ``with_aux=False`` skips the auxiliary heads and returns an empty dict: acting
+        needs only the logits.
+        """
         batch = obs.shape[0]
         if self.config.kind == "conv":
             features = self.convs(obs.permute(0, 3, 1, 2))  # (B, C', V, V)
@@ -230,6 +234,8 @@ class PolicyNetwork(nn.Module):
 
         hidden = self.body(features)
         logits = self.policy_head(hidden)  # (B, A)
+        if not with_aux:
+            return logits, {}
         aux = {
             name: self.aux[name](hidden).reshape(batch, *shape)
             for name, shape in self.config.aux_heads
@@ -249,8 +255,10 @@ def count_params(module: nn.Module) -> int:
     return sum(parameter.numel() for parameter in module.parameters())
 
 
-def flops_per_decision(config: NetworkConfig) -> int:
+def flops_per_decision(config: NetworkConfig, *, include_aux: bool = True) -> int:
     """Count the floating-point operations of one forward pass for one state, analytically.
+
+    ``include_aux=False`` leaves out the auxiliary heads, which acting skips.
 
     Each multiply-add of a linear layer or convolution counts as two operations, as in
     the usual FLOPs convention. Bias additions, activations, the final softmax and mask
@@ -269,8 +277,9 @@ def flops_per_decision(config: NetworkConfig) -> int:
         flops += 2 * width * hidden
         width = hidden
     flops += 2 * width * config.num_actions
-    for _, shape in config.aux_heads:
-        flops += 2 * width * math.prod(shape)
+    if include_aux:
+        for _, shape in config.aux_heads:
+            flops += 2 * width * math.prod(shape)
     return flops
 
 

@@ -169,7 +169,7 @@ class Student:
         """Run the network on validated arrays and return masked (B, A) logits on the CPU."""
         with torch.inference_mode():
             obs_tensor = as_tensor(obs, self.device)
-            logits, _ = self.module(obs_tensor)
+            logits, _ = self.module(obs_tensor, with_aux=False)
             if action_mask is not None:
                 logits = mask_logits(logits, as_tensor(action_mask, self.device))
             return logits.float().cpu()
@@ -203,8 +203,8 @@ class Student:
         return count_params(self.module)
 
     def flops_per_decision(self) -> int:
-        """Floating-point operations of one decision, counted analytically."""
-        return flops_per_decision(self.config)
+        """Floating-point operations of one decision, counted analytically; acting skips the auxiliary heads."""
+        return flops_per_decision(self.config, include_aux=False)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -205,3 +205,15 @@ def test_mask_logits_soft_label_loss_is_finite():
 def test_mask_logits_without_mask_is_identity():
     logits = torch.randn(2, 3)
     assert mask_logits(logits, None) is logits
+
+
+def test_acting_skips_auxiliary_heads():
+    config = NetworkConfig(input_shape=(4,), num_actions=3, hidden_sizes=(8,), aux_heads={"goal": (2,)})
+    module = build_network(config)
+    full_logits, aux = module(torch.zeros(2, 4))
+    logits, no_aux = module(torch.zeros(2, 4), with_aux=False)
+    assert set(aux) == {"goal"}
+    assert no_aux == {}
+    assert torch.equal(logits, full_logits)
+    assert flops_per_decision(config, include_aux=False) == 2 * (4 * 8 + 8 * 3)
+    assert flops_per_decision(config) == 2 * (4 * 8 + 8 * 3 + 8 * 2)
