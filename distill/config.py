@@ -61,7 +61,7 @@ class TeacherConfig:
     """CPUs each replica reserves from Ray."""
     max_batch_size: int = 4096
     """Most states the service joins into one teacher call."""
-    max_wait_ms: float = 5.0
+    max_wait_ms: float = 0.0
     """Longest time a queued request waits for others to join its batch; milliseconds."""
 
 

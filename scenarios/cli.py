@@ -42,6 +42,12 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_teacher(args: argparse.Namespace) -> int:
+    from policies.bench import main as bench_teacher_main
+
+    return bench_teacher_main(args)
+
+
 def _bench_sim(args: argparse.Namespace) -> int:
     from sim.bench import main as bench_sim_main
 
@@ -195,6 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_sim_bench_arguments(bench_sim)
     bench_sim.set_defaults(handler=_bench_sim)
+    bench_teacher = benches.add_parser(
+        "teacher", help="labels/s of every teacher kind, alone and through the label service, and cost per decision"
+    )
+    from policies.bench import add_arguments as add_teacher_bench_arguments
+
+    add_teacher_bench_arguments(bench_teacher)
+    bench_teacher.set_defaults(handler=_bench_teacher)
     return parser
 
 
