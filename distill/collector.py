@@ -1,6 +1,6 @@
 """Distillation rollout workers: students act, a query strategy picks states, teachers label them.
 
-A ``Collector`` holds a shard of world copies and a local copy of the student. Every
+A ``Collector`` keeps a shard of world copies and a local copy of the student. Every
 step it runs the student on the alive agents in one batch, asks the query strategy which
 states to label under the label budget, sends those states (with the agents' rows and
 the privileged ``World.state()`` of that step) to the teacher in one request per world,

@@ -62,7 +62,7 @@ class TeacherConfig:
     max_batch_size: int = 4096
     """Most states the service joins into one teacher call."""
     max_wait_ms: float = 0.0
-    """Longest time a queued request waits for others to join its batch; milliseconds."""
+    """Maximum time a queued request waits for others to join its batch; milliseconds. 0 batches only the backlog."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +97,7 @@ class LossConfig:
 
 @dataclasses.dataclass(frozen=True)
 class QueryConfig:
-    """Which visited states the teacher labels: the query strategy and the label budget."""
+    """The query strategy and label budget that choose which visited states the teacher labels."""
 
     strategy: Literal["random", "uncertainty", "margin"] = "uncertainty"
     """``random`` states, the student's most ``uncertain`` (highest entropy), or smallest top-two ``margin``."""

@@ -187,7 +187,7 @@ class DatasetWriter:
         code_version: version of the code writing the data, recorded in the manifest.
 
     Raises:
-        DatasetError: the directory holds a manifest of another scenario or format.
+        DatasetError: the directory contains a manifest of another scenario or format.
     """
 
     def __init__(self, directory: str | os.PathLike[str], *, scenario_hash: str, code_version: str) -> None:
@@ -203,7 +203,7 @@ class DatasetWriter:
             manifest = read_manifest(self.directory)
             if manifest["scenario_hash"] != scenario_hash:
                 raise DatasetError(
-                    f"{self.directory} holds a dataset of scenario hash {manifest['scenario_hash'][:12]}, "
+                    f"{self.directory} contains a dataset of scenario hash {manifest['scenario_hash'][:12]}, "
                     f"not {scenario_hash[:12]}; write to a new directory (--out) instead of mixing runs"
                 )
             self._shards = [ShardInfo(**{**entry, "teachers": tuple(entry["teachers"])}) for entry in manifest["shards"]]

@@ -1,4 +1,4 @@
-"""Where results come from: the code version that produced them."""
+"""Provenance of results: the code version that produced them."""
 
 from __future__ import annotations
 

@@ -4,8 +4,8 @@
 teacher replicas, the learner), then loops: broadcast the student's weights, collect and
 label states, store them, train, log. Afterwards it evaluates the student against the
 teacher on fixed seeds and writes the summary and the report. With the Ray backend every
-component is a Ray actor with declared CPUs; with the serial backend everything runs in
-this process, which is the way to debug.
+component is a Ray actor with declared CPUs. With the serial backend everything runs in
+this process, which makes it the backend to debug with.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,6 @@ from distill.dataset import DatasetWriter, LabelledBatch, write_atomic
 from distill.evaluate import evaluate, kl_divergence
 from distill.learner import Learner
 from distill.provenance import code_version
-from policies.networks import build_network
 from policies.student import Student
 
 logger = logging.getLogger(__name__)
@@ -44,7 +43,7 @@ logger = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class RunResult:
-    """Where a run wrote its files, and its summary."""
+    """The run directory of a finished run, and its summary."""
 
     run_dir: Path
     summary: dict[str, Any]

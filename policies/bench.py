@@ -39,8 +39,10 @@ import torch
 logger = logging.getLogger(__name__)
 
 BATCH_SIZES = (1, 16, 256, 4096)
-SERVICE_SIZES = (1, 64, 512, 4096)
-SERVICE_CLIENTS = (1, 4, 8)
+# The planner takes about a second for 512 states, longer than a measurement window, so its
+# windows stay at request sizes that give many batches per window.
+SERVICE_SIZES = {"neural": (1, 64, 512, 4096), "planner": (1, 16, 64)}
+SERVICE_CLIENTS = {"neural": (1, 4, 8), "planner": (1, 4)}
 QUICK_BATCH_SIZES = (1, 16)
 PLANNER_AGENTS = 5000
 SPREAD_OPTIONS = {"max_steps": 100, "view_radius": 4, "num_targets": 7500}
@@ -80,7 +82,7 @@ class RequestSource:
         self._rng = rng
 
     def request(self, size: int, index: int = 0) -> Any:
-        """A request of up to ``size`` alive states of one recorded step (fewer when the world has fewer)."""
+        """Return a request of up to ``size`` alive states of one recorded step (fewer when the world has fewer)."""
         from policies.teacher import LabelRequest
 
         obs, alive, state, mask = self._steps[index % len(self._steps)]
@@ -206,7 +208,7 @@ def measure_llm(*, batch_sizes: Sequence[int], min_seconds: float) -> list[Label
 
 def measure_service_sizes(spec: Any, source: Callable[[int], list[Any]], *, sizes: Sequence[int],
                           clients: Sequence[int], duration_s: float) -> list[dict[str, Any]]:
-    """The label service with one replica of ``spec`` at each request size and client count."""
+    """Measure the label service with one replica of ``spec`` at each request size and client count."""
     from policies.service import LabelService
     from policies.service.measure import LoadClients, measure_service
 
@@ -216,10 +218,15 @@ def measure_service_sizes(spec: Any, source: Callable[[int], list[Any]], *, size
     try:
         for size in sizes:
             for count in clients:
-                measurement = measure_service(
-                    service, num_clients=count, request_size=size, duration_s=duration_s, warmup_s=0.5,
-                    clients=pool, make_request=lambda request_size, seed: source(request_size)[0],
-                )
+                try:
+                    measurement = measure_service(
+                        service, num_clients=count, request_size=size, duration_s=duration_s, warmup_s=0.5,
+                        clients=pool, make_request=lambda request_size, seed: source(request_size)[0],
+                        start_timeout_s=300.0,
+                    )
+                except TimeoutError as error:
+                    logger.error("service window of %d clients x %d states failed: %s", count, size, error)
+                    continue
                 results.append(measurement.summary())
                 logger.info("service: %d clients x %d states: %.0f labels/s", count, size, measurement.labels_per_s)
     finally:
@@ -273,12 +280,13 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             if started_here:
                 ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
             try:
-                sizes = (1, 64) if quick else SERVICE_SIZES
-                clients = (1, 4) if quick else SERVICE_CLIENTS
                 duration = 0.5 if quick else args.service_seconds
                 results["service"] = {
-                    name: measure_service_sizes(teachers[name]["spec"], teachers[name]["source"], sizes=sizes,
-                                                clients=clients, duration_s=duration)
+                    name: measure_service_sizes(
+                        teachers[name]["spec"], teachers[name]["source"],
+                        sizes=(1, 64) if quick else SERVICE_SIZES[name],
+                        clients=(1, 4) if quick else SERVICE_CLIENTS[name], duration_s=duration,
+                    )
                     for name in ("neural", "planner")
                 }
             finally:
@@ -322,14 +330,12 @@ def check_goals(results: dict[str, Any]) -> list[Goal]:
 
     goals = []
     largest = max(rate["batch_size"] for rate in results["rates"] if rate["teacher"] == "neural")
-    batched, single = _rate(results, "neural", largest), _rate(results, "neural", 1)
+    batched = _rate(results, "neural", largest)
     if batched and batched["flops_per_s"]:
         goals.append(_goal(
             f"neural teacher FLOP/s at batch {largest} / matmul ceiling", GOAL_CEILING_FRACTION,
             batched["flops_per_s"] / results["matmul_flops_per_s"],
         ))
-        goals.append(_goal("neural teacher batched / one-state-at-a-time labels/s (about 20x expected)", 1.0,
-                           batched["labels_per_s"] / single["labels_per_s"]))
     for name, windows in results.get("service", {}).items():
         overheads = [window["overhead_ms_median"] for window in windows if window["overhead_ms_median"] is not None]
         if overheads:
@@ -363,6 +369,13 @@ def format_table(results: dict[str, Any]) -> str:
         lines.append(f"{rate['teacher']:<20} {rate['batch_size']:>6} {rate['labels_per_s']:>12,.0f} "
                      f"{rate['us_per_label']:>10,.1f} {flops:>9}")
 
+    largest = max(rate["batch_size"] for rate in results["rates"] if rate["teacher"] == "neural")
+    batched, single = _rate(results, "neural", largest), _rate(results, "neural", 1)
+    if batched and single:
+        lines.append(
+            f"neural teacher: batch {largest} labels {batched['labels_per_s'] / single['labels_per_s']:.1f}x "
+            "faster per state than one state per call"
+        )
     lines += ["", f"{'single-state latency':<20} {'median ms':>10} {'p99 ms':>8} {'params':>11} {'FLOPs/label':>12}"]
     for name, values in results["latency"].items():
         cost = results["teacher_costs"][name]

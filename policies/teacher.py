@@ -62,7 +62,7 @@ class LabelRequest:
 
 @dataclasses.dataclass(frozen=True)
 class Labels:
-    """A teacher's answer to one ``LabelRequest``."""
+    """A teacher's labels for one ``LabelRequest``."""
 
     probs: np.ndarray
     """(B, A) float32 action probabilities; each row sums to one and is zero on illegal actions."""
@@ -81,7 +81,7 @@ class Labels:
 
 @dataclasses.dataclass(frozen=True)
 class TeacherCost:
-    """What one label costs."""
+    """The cost of one label."""
 
     us_per_label: float | None
     """Measured wall-clock microseconds per label, or ``None`` before the first label."""

@@ -2,8 +2,8 @@
 
 The schema is the ``distill.config`` dataclasses themselves: their fields, types and
 defaults. ``build_config`` walks a parsed TOML document and collects every error, each
-naming the dotted path of the offending key, before it raises; so one run of the loader
-reports all problems of a file at once.
+naming the dotted path of the offending key, before it raises. One run of the loader
+therefore reports all problems of a file at once.
 """
 
 from __future__ import annotations

@@ -283,7 +283,7 @@ def test_rows_out_of_range_raise(name):
     world, request = world_request(name)
     rows = request.rows.copy()
     rows[1] = world.num_agents
-    with pytest.raises(LabelInputError, match=rf"rows\[1\] = 16 is out of range for a state of 16 agents"):
+    with pytest.raises(LabelInputError, match=r"rows\[1\] = 16 is out of range for a state of 16 agents"):
         planner_for(world, depth=1).build().label(LabelRequest(request.obs, rows, request.state))
 
 
