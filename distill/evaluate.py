@@ -286,7 +286,12 @@ def _summarise(
         "kl_by_step": _mean_or_none(probe.step_kl, probe.step_count),
         "teams": teams,
     }
-    head_to_head = [team["ratio_to_opponent"] for team in teams.values() if team["ratio_to_opponent"] is not None]
+    # A head-to-head ratio compares like with like only when every team has the same size.
+    sizes = np.bincount(np.asarray(team_ids, dtype=np.int64), minlength=len(team_names)) if team_ids else np.zeros(0)
+    symmetric = len(team_names) > 1 and bool((sizes == sizes[0]).all())
+    head_to_head = [
+        team["ratio_to_opponent"] for team in teams.values() if symmetric and team["ratio_to_opponent"] is not None
+    ]
     headline = {
         "head_to_head_ratio": float(np.mean(head_to_head)) if head_to_head else None,
         "action_agreement": float(agreement),
