@@ -5,8 +5,8 @@ several repeats. Single-core figures come from one process pinned to one CPU, so
 native worlds, their PettingZoo views and MAgent2's C++ engine are compared on equal
 terms. Actions are drawn before the timed region for batched worlds; the PettingZoo loops
 build their per-agent action dicts inside it, because that is part of using the API.
-Peak memory is the maximum resident set size of a fresh process that builds a world and
-steps it. Ray scaling compares one and two rollout workers on the same population.
+Peak memory is the peak resident set size (``VmHWM``) of a fresh process that builds a
+world and steps it. Ray scaling compares one and two rollout workers on the same population.
 """
 
 from __future__ import annotations
@@ -167,7 +167,18 @@ def _memory_probe(name: str, num_agents: int, steps: int) -> None:
     for _ in range(steps):
         world.step(rng.integers(0, world.num_actions, size=num_agents))
         world.state()
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
+    # VmHWM is the peak of this process's own memory map. ru_maxrss is not: Linux carries
+    # it across exec, so a child of a large parent would report the parent's peak.
+    peak_kb = None
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    peak_kb = int(line.split()[1])
+    except OSError:
+        pass
+    if peak_kb is None:
+        peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
     print(json.dumps({"peak_mb": peak_kb / 1024}))
 
 

@@ -114,12 +114,13 @@ class ForagingWorld(GridWorld):
         self._food_collected += int(collected.sum())
 
         self._respawn_food(np.flatnonzero(collected))
-        self._paint(agent_counts)
+        self._paint(agent_counts, changed_food=True)
         obs = self._observe()
         none = np.zeros(self.num_agents, dtype=bool)
         return Step(obs, reward.astype(np.float32), none, none.copy(), self._alive)
 
     def _respawn_food(self, items: np.ndarray) -> None:
+        self._cleared_food_cells = self.food_pos[items].copy()
         self._food_grid[self.food_pos[items, 0], self.food_pos[items, 1]] = 0
         pending = items
         while pending.size:
@@ -135,12 +136,18 @@ class ForagingWorld(GridWorld):
             self._food_grid[cells[free, 0], cells[free, 1]] = self.food_level[placed]
             pending = pending[~free]
 
-    def _paint(self, agent_counts: np.ndarray | None = None) -> None:
+    def _paint(self, agent_counts: np.ndarray | None = None, *, changed_food: bool = False) -> None:
         if agent_counts is None:
             agent_counts = self.count_map(self.pos[self._alive])
         interior = self.interior
         interior[..., 1] = agent_counts
-        interior[..., 2] = self._food_grid / self.max_food_level
+        if changed_food:
+            # Only the cells that lost or gained food this step change.
+            cleared = self._cleared_food_cells
+            interior[cleared[:, 0], cleared[:, 1], 2] = 0.0
+            interior[self.food_pos[:, 0], self.food_pos[:, 1], 2] = self.food_level / self.max_food_level
+        else:
+            interior[..., 2] = self._food_grid / self.max_food_level
 
     def _observe(self) -> np.ndarray:
         obs = super()._observe()

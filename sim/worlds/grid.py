@@ -168,11 +168,23 @@ class GridWorld(World):
         return rng.integers(0, self.map_size, size=(count, 2), dtype=np.int64)
 
     def window_sum(self, grid: np.ndarray, pos: np.ndarray, radius: int) -> np.ndarray:
-        """Sum of ``grid`` (H, W) over the (2*radius+1)^2 window around each row of ``pos``."""
-        padded = np.pad(grid, radius)
-        side = 2 * radius + 1
-        windows = np.lib.stride_tricks.sliding_window_view(padded, (side, side))
-        return windows[pos[:, 0], pos[:, 1]].sum(axis=(1, 2))
+        """Sum of ``grid`` (H, W) over the (2*radius+1)^2 window around each row of ``pos``.
+
+        The grid is copied into a zero-bordered buffer kept per radius, and each window is
+        gathered by flat offsets: cheaper than padding a new array on every call.
+        """
+        if not hasattr(self, "_window_buffers"):
+            self._window_buffers: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        if radius not in self._window_buffers:
+            padded_w = self.width + 2 * radius
+            side = 2 * radius + 1
+            dy, dx = np.meshgrid(np.arange(side), np.arange(side), indexing="ij")
+            buffer = np.zeros((self.height + 2 * radius, padded_w), dtype=np.float32)
+            self._window_buffers[radius] = (buffer, (dy * padded_w + dx).ravel())
+        buffer, offsets = self._window_buffers[radius]
+        buffer[radius : radius + self.height, radius : radius + self.width] = grid
+        top_left = pos[:, 0] * buffer.shape[1] + pos[:, 1]  # (K,)
+        return buffer.ravel()[top_left[:, None] + offsets[None, :]].sum(axis=1)  # (K,)
 
     def _observe(self) -> np.ndarray:
         """(N, V, V, C) float32 windows of the canvas around each agent; dead rows are zero."""

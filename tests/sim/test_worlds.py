@@ -399,3 +399,13 @@ def test_alive_mask_is_read_only():
     world.reset()
     with pytest.raises(ValueError, match="read-only"):
         world.alive[0] = False
+
+
+def test_foraging_food_channel_tracks_the_food_grid():
+    world = sim.make_world("foraging_v0", num_agents=400, map_size=30, max_steps=80, seed=0)
+    world.reset()
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        world.step(random_actions(world, rng))
+    np.testing.assert_array_equal(world.interior[..., 2], world._food_grid / world.max_food_level)
+    assert world.metrics()["food_collected"] > 0
