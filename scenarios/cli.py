@@ -104,6 +104,36 @@ def _format_summary(run_dir: Any, summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _make_teacher(args: argparse.Namespace) -> int:
+    """Train a large neural teacher on a scenario's teacher's labels and save it as a checkpoint."""
+    import torch
+
+    from distill.components import check_config, teacher_spec, world_template
+    from policies.features import NearestOffsets
+    from policies.training import TrainingConfig, collect_teacher_labels, make_neural_teacher
+    from scenarios.loader import load_scenario
+
+    if args.steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {args.steps}")
+    if args.epochs < 1:
+        raise ValueError(f"--epochs must be >= 1, got {args.epochs}")
+    torch.set_num_threads(args.threads)
+    config = load_scenario(args.scenario, args.set, check=check_config)
+    source = teacher_spec(config).build()
+    world = world_template(config).build()
+    features = NearestOffsets.for_state(world.state()) if args.privileged else None
+    print(f"labelling {args.steps} steps of {world.num_agents} agents with {source.teacher_id} ...")
+    data = collect_teacher_labels(source, world, steps=args.steps, seed=config.seed, features=features)
+    spec, report = make_neural_teacher(
+        data, args.out, teacher_id=f"neural/{config.name}", version=f"from-{source.teacher_id}@{source.version}",
+        features=features, training=TrainingConfig(epochs=args.epochs, seed=config.seed),
+    )
+    print(f"neural teacher saved to {spec.path} from {data.size:,} labelled states; {report}")
+    print(f"use it with: shepherd run {args.scenario} --set 'teacher.kind=\"neural\"' "
+          f"--set 'teacher.options.path=\"{spec.path}\"'")
+    return 0
+
+
 def _scenarios(args: argparse.Namespace) -> int:
     """Print each shipped scenario with its one-line description."""
     from scenarios.loader import scenario_descriptions
@@ -186,6 +216,21 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="rebuild a run's plots and report.html from its files")
     report.add_argument("run_dir", help="a run directory")
     report.set_defaults(handler=_report)
+
+    make_teacher = commands.add_parser(
+        "make-teacher", help="train a large neural teacher (about 8M parameters) on a scenario's teacher's labels",
+    )
+    make_teacher.add_argument("scenario", help="the scenario whose world and teacher provide the labels")
+    make_teacher.add_argument("--out", required=True, help="checkpoint stem: writes <out>.safetensors and <out>.json")
+    make_teacher.add_argument("--steps", type=int, default=50, help="world steps to label, every alive agent each step (default: 50)")
+    make_teacher.add_argument("--epochs", type=int, default=10, help="training epochs over the labelled states (default: 10)")
+    make_teacher.add_argument("--threads", type=int, default=2, help="torch threads for training (default: 2)")
+    make_teacher.add_argument(
+        "--privileged", action="store_true",
+        help="give the network privileged input: offsets to the nearest targets, food or agents from World.state()",
+    )
+    make_teacher.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a scenario value")
+    make_teacher.set_defaults(handler=_make_teacher)
 
     simulate = commands.add_parser("simulate", help="step a native world with random actions and print agent-steps/s")
     simulate.add_argument("--world", default="foraging_v0", help="native world name (default: foraging_v0)")
