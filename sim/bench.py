@@ -3,7 +3,7 @@
 Every figure is agent-steps per second with uniformly random actions, the median of
 several repeats. Single-core figures come from one process pinned to one CPU, so the
 native worlds, their PettingZoo views and MAgent2's C++ engine are compared on equal
-terms. Actions are drawn before the timed region for batched worlds; the PettingZoo loops
+terms. Actions are drawn before the timed region for batched worlds. The PettingZoo loops
 build their per-agent action dicts inside it, because that is part of using the API.
 Peak memory is the peak resident set size (``VmHWM``) of a fresh process that builds a
 world and steps it. Ray scaling compares one and two rollout workers on the same population.

@@ -130,9 +130,9 @@ class GridWorld(World):
     def move_exclusive(self, actions: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Move alive agents so that no two share a cell; return (N,) bool of blocked moves.
 
-        A move fails when its target cell is kept by an agent that does not move away, or
-        when several agents enter the same free cell; then one of them, drawn at random,
-        gets in and the others stay. Agents may swap cells. Failed moves can free or block
+        A move fails when its target cell is kept by an agent that does not move away. When
+        several agents enter the same free cell, one of them, drawn at random, gets in and
+        the others stay. Agents may swap cells. Failed moves can free or block
         other moves, so the resolution repeats until no cell holds two agents; every round
         turns at least one mover into a stayer, so it ends. Assumes no two alive agents
         share a cell before the move.
