@@ -32,10 +32,11 @@ from distill.components import (
     teacher_spec,
 )
 from distill.config import RunConfig
-from distill.dataset import DatasetWriter, LabelledBatch, write_atomic
+from distill.dataset import DatasetWriter, LabelledBatch
 from distill.evaluate import evaluate, kl_divergence
 from distill.learner import Learner
 from distill.provenance import code_version
+from policies.checkpoint import write_atomic
 from policies.student import Student
 
 logger = logging.getLogger(__name__)

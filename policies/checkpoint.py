@@ -124,7 +124,7 @@ def save_checkpoint(
 
     weights_path.parent.mkdir(parents=True, exist_ok=True)
     weights_bytes = safetensors.torch.save(state)
-    _write_atomic(weights_path, weights_bytes)
+    write_atomic(weights_path, weights_bytes)
     document = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -133,7 +133,7 @@ def save_checkpoint(
         "metadata": metadata_json,
         "weights_sha256": hashlib.sha256(weights_bytes).hexdigest(),
     }
-    _write_atomic(config_path, (json.dumps(document, indent=2, sort_keys=True) + "\n").encode())
+    write_atomic(config_path, (json.dumps(document, indent=2, sort_keys=True) + "\n").encode())
     logger.info("saved %s checkpoint %s (%d tensors)", kind, weights_path, len(state))
     return weights_path
 
@@ -282,8 +282,11 @@ def _read_config(config_path: Path) -> tuple[NetworkConfig, CheckpointMetadata]:
     return config, metadata
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file next to ``path`` and rename it into place."""
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to a flushed temporary file next to ``path`` and rename it into place.
+
+    A crash leaves either the old file or the new one, never a half-written one.
+    """
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(descriptor, "wb") as file:
