@@ -113,10 +113,21 @@ def plot_throughput(
         _reference_line(
             steps_axes, throughput.student_driven_agent_steps_per_s, label="student-driven", color=STUDENT_COLOR
         )
-    for axes_ in axes[:, 0]:
+    log_steps = False
+    if throughput is not None:
+        # The evaluation's student-driven rate can be hundreds of times the training rollouts'
+        # rate; a log axis keeps the per-iteration curve readable beside it.
+        rates = [rate for rate in (throughput.student_driven_agent_steps_per_s, throughput.teacher_driven_agent_steps_per_s)
+                 if rate]
+        finite = metrics.agent_steps_per_s[np.isfinite(metrics.agent_steps_per_s)]
+        if rates and finite.size and finite.min() > 0 and max(rates) > 10 * finite.max():
+            axes[0, 0].set_yscale("log")
+            log_steps = True
+    for index, axes_ in enumerate(axes[:, 0]):
         # Set after drawing, because a fixed limit stops the reference lines from widening the range.
-        axes_.set_ylim(bottom=0.0)
-        _thousands_ticks(axes_)
+        if not (index == 0 and log_steps):
+            axes_.set_ylim(bottom=0.0)
+            _thousands_ticks(axes_)
         if axes_.get_legend_handles_labels()[0]:
             axes_.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     axes[-1, 0].set_xlabel(x_label)

@@ -77,8 +77,10 @@ FIGURES = (
         title="Learning curves",
         caption=(
             "Agreement and KL(teacher || student) on each iteration's labelled states, measured before that "
-            "iteration's update; mean return of the episodes that ended in its rollouts (iterations where none "
-            "ended are skipped); DAgger's beta as a dashed line."
+            "iteration's update. The query strategy picks those states, and uncertainty or margin sampling picks "
+            "the ones the student finds hardest, so these curves sit below the evaluation's agreement on uniformly "
+            "sampled states. Also the mean return of the episodes that ended in each iteration's rollouts "
+            "(iterations where none ended are skipped), and DAgger's beta as a dashed line."
         ),
         source=METRICS_FILE,
         draw=lambda run: plots.plot_learning_curves(run.metrics),
@@ -87,8 +89,9 @@ FIGURES = (
         name="throughput",
         title="Throughput",
         caption=(
-            "Agent-steps/s of the student-driven rollouts, labels/s over labelling time and train samples/s over "
-            "training time, per iteration. Dotted lines are the run-wide rates of summary.json, when present."
+            "Agent-steps/s of the training rollouts (labelling time included), labels/s over labelling time and "
+            "train samples/s over training time, per iteration. Dotted lines are the run-wide rates of "
+            "summary.json, when present."
         ),
         source=METRICS_FILE,
         draw=_draw_throughput,
@@ -258,7 +261,7 @@ def _headline_groups(summary: Summary) -> list[tuple[str, list[tuple[str, object
         (
             "Throughput",
             [
-                ("student-driven rollouts, over all iterations", throughput.agent_steps_per_s, "agent-steps/s"),
+                ("training rollouts, labelling time included", throughput.agent_steps_per_s, "agent-steps/s"),
                 ("labels over labelling time", throughput.labels_per_s, "labels/s"),
                 ("learner samples over training time", throughput.train_samples_per_s, "samples/s"),
                 ("population driven by the teacher", throughput.teacher_driven_agent_steps_per_s, "agent-steps/s"),
@@ -285,6 +288,11 @@ def _headline_groups(summary: Summary) -> list[tuple[str, list[tuple[str, object
                         consistency.normalized_return_ratio,
                         "",
                     ),
+                    (
+                        "head to head: student team / teacher-driven opponents",
+                        consistency.head_to_head_ratio,
+                        "",
+                    ),
                 ),
                 ("per-agent agreement p10", p10, ""),
                 ("per-agent agreement p50", p50, ""),
@@ -306,8 +314,8 @@ def _headline_groups(summary: Summary) -> list[tuple[str, list[tuple[str, object
         (
             "Labels",
             [
-                ("states offered for labelling", labels.requested, ""),
-                ("states labelled", labels.labelled, ""),
+                ("states sent to the teacher", labels.requested, ""),
+                ("states labelled and stored", labels.labelled, ""),
                 ("label fraction (of visited states)", labels.label_fraction, ""),
             ],
         ),
@@ -345,7 +353,8 @@ def _teams_section(evaluation: Evaluation | None) -> str:
         return ""
     header = (
         "<tr><th>team</th><th>agents</th><th>agents without labels</th><th>mean agreement</th>"
-        "<th>mean KL (nats)</th><th>teacher return</th><th>student return</th></tr>"
+        "<th>mean KL (nats)</th><th>return, all teacher-driven</th><th>return, all student-driven</th>"
+        "<th>student team vs teacher opponents</th><th>those opponents' return</th></tr>"
     )
     rows = []
     for team, name in enumerate(evaluation.team_names):
@@ -358,13 +367,16 @@ def _teams_section(evaluation: Evaluation | None) -> str:
             _finite_mean(evaluation.kl_per_agent[mask]),
             _finite_mean(evaluation.teacher_return_per_agent[mask]),
             _finite_mean(evaluation.student_return_per_agent[mask]),
+            evaluation.teams.get(name, {}).get("student_return"),
+            evaluation.teams.get(name, {}).get("opponent_teacher_return"),
         ]
         numbers = "".join(f'<td class="number">{escape(format_value(cell))}</td>' for cell in cells)
         rows.append(f"<tr><td>{escape(name)}</td>{numbers}</tr>")
     seeds = ", ".join(str(seed) for seed in evaluation.seeds)
     return (
         f"<h2>Evaluation per team</h2><p>{evaluation.agents} agents per evaluation world, seeds {escape(seeds)}; "
-        f"returns are per-agent means over the seeds.</p>"
+        f"returns are per-agent means over the seeds. In the last two columns this team is student-driven "
+        f"and every other team teacher-driven, in the same episodes.</p>"
         f'<table id="teams">{header}{"".join(rows)}</table>'
     )
 

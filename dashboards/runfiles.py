@@ -125,7 +125,9 @@ class Evaluation:
     team_ids: np.ndarray
     """(N,) int64 index into ``team_names`` of each agent row."""
     random_return_per_agent: np.ndarray | None = None
-    """(N,) the same under uniformly random actions; an optional key that docs/runs.md does not list."""
+    """(N,) the same under uniformly random actions."""
+    teams: Mapping[str, Mapping[str, float | None]] = dataclasses.field(default_factory=dict)
+    """Per team with several teams: that team student-driven against teacher-driven opponents."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,7 +155,9 @@ class Consistency:
     random_return: float | None = None
     """Mean per-agent return under random actions; optional, not listed in docs/runs.md."""
     normalized_return_ratio: float | None = None
-    """``(student - random) / (teacher - random)`` return; optional, not listed in docs/runs.md."""
+    """``(student - random) / (teacher - random)`` return."""
+    head_to_head_ratio: float | None = None
+    """Equal-sized teams: the student team's return over its teacher-driven opponents', mean over teams."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -462,6 +466,13 @@ def read_evaluation(path: str | os.PathLike[str]) -> Evaluation:
     random_return = None
     if data.get("random_return_per_agent") is not None:
         random_return = _float_array(path, data, "random_return_per_agent", length=agents, length_name="agents")
+    teams = data.get("teams") or {}
+    if not isinstance(teams, dict) or not all(isinstance(value, dict) for value in teams.values()):
+        raise RunFilesError(f"{path}: expected 'teams' to map team names to objects, got {teams!r}")
+    teams = {
+        str(name): {key: _optional_number(value, where=f"{path}, key 'teams.{name}.{key}'") for key, value in record.items()}
+        for name, record in teams.items()
+    }
 
     return Evaluation(
         seeds=tuple(_integer_list(path, data, "seeds")),
@@ -471,6 +482,7 @@ def read_evaluation(path: str | os.PathLike[str]) -> Evaluation:
         team_names=team_names,
         team_ids=team_ids,
         random_return_per_agent=random_return,
+        teams=teams,
         **per_agent,
     )
 
@@ -533,7 +545,9 @@ def read_summary(path: str | os.PathLike[str]) -> Summary:
 
 
 # Keys that a run may write but docs/runs.md does not list, so their absence is no gap.
-_OPTIONAL_SUMMARY_KEYS = frozenset({"consistency.random_return", "consistency.normalized_return_ratio"})
+_OPTIONAL_SUMMARY_KEYS = frozenset(
+    {"consistency.random_return", "consistency.normalized_return_ratio", "consistency.head_to_head_ratio"}
+)
 
 
 def _summary_group(path: Path, data: Mapping[str, Any], name: str, cls: type, missing: list[str]) -> Any:

@@ -69,7 +69,7 @@ def test_report_embeds_every_figure(complete_report: tuple[FakeRun, Path, str]) 
 @pytest.mark.parametrize(
     "text",
     [
-        '<td>student-driven rollouts, over all iterations</td><td class="number">48,214</td>',
+        '<td>training rollouts, labelling time included</td><td class="number">48,214</td>',
         '<td>population driven by the teacher</td><td class="number">3,120.4</td>',
         '<td>population driven by the student</td><td class="number">152,346</td>',
         '<td>student-driven / teacher-driven (computed here)</td><td class="number">48.82</td>',
@@ -79,7 +79,7 @@ def test_report_embeds_every_figure(complete_report: tuple[FakeRun, Path, str]) 
         '<td>teacher parameters</td><td class="number">n/a</td>',
         '<td>student time</td><td class="number">0.8125</td>',
         '<td>compute ratio (student / teacher)</td><td class="number">0.00197</td>',
-        '<td>states labelled</td><td class="number">8,000</td>',
+        '<td>states labelled and stored</td><td class="number">8,000</td>',
         "<td>teachers</td><td>planner-depth2</td>",
     ],
 )
@@ -275,3 +275,32 @@ def test_report_without_random_baseline(complete_report: tuple[FakeRun, Path, st
     _, _, html = complete_report
 
     assert "random-action return" not in html
+
+
+def test_team_table_shows_head_to_head_returns(tmp_path):
+    import json
+
+    from dashboards import build_report
+    from tests.dashboards.fake_run import write_run
+
+    run_dir = tmp_path / "run"
+    write_run(run_dir)
+    evaluation_path = run_dir / "evaluation.json"
+    evaluation = json.loads(evaluation_path.read_text())
+    names = evaluation["team_names"]
+    evaluation["teams"] = {
+        name: {"student_return": 12.5 + index, "teacher_return": 13.0, "return_ratio": 0.9,
+               "opponent_teacher_return": 11.25, "ratio_to_opponent": 1.1}
+        for index, name in enumerate(names)
+    }
+    evaluation_path.write_text(json.dumps(evaluation))
+    summary_path = run_dir / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary["consistency"]["head_to_head_ratio"] = 0.919
+    summary_path.write_text(json.dumps(summary))
+
+    html = build_report(run_dir).read_text()
+    assert "student team vs teacher opponents" in html
+    assert "12.5" in html
+    assert "11.25" in html
+    assert "head to head: student team / teacher-driven opponents" in html
