@@ -172,6 +172,10 @@ def _write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to a temporary file next to ``path``, then rename it over ``path``."""
     with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as temporary:
         temporary.write(data)
+    # NamedTemporaryFile is readable by its owner only; give the file the usual mode.
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(temporary.name, 0o666 & ~mask)
     os.replace(temporary.name, path)
 
 

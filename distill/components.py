@@ -56,6 +56,7 @@ def teacher_spec(config: RunConfig, teacher: TeacherConfig | None = None) -> Tea
     """Return the spec of the scenario's teacher (or of ``teacher``, a mixture member)."""
     teacher = teacher or config.teacher
     options = dict(teacher.options)
+    _check_teacher_options(teacher.kind, options, config.world.name)
     builders: dict[str, Callable[[RunConfig, dict[str, Any]], TeacherSpec]] = {
         "planner": _planner_spec,
         "scripted": _scripted_spec,
@@ -64,6 +65,48 @@ def teacher_spec(config: RunConfig, teacher: TeacherConfig | None = None) -> Tea
         "mixture": _mixture_spec,
     }
     return builders[teacher.kind](config, options)
+
+
+def _teacher_spec_class(kind: str, world_name: str) -> type | None:
+    if kind == "planner":
+        from policies.planners import PlannerSpec
+
+        return PlannerSpec
+    if kind == "scripted":
+        import policies.scripted
+
+        name = SCRIPTED_TEACHERS.get(world_name)
+        return None if name is None else getattr(policies.scripted, name)
+    if kind == "neural":
+        from policies.neural import NeuralTeacherSpec
+
+        return NeuralTeacherSpec
+    if kind == "llm":
+        from policies.llm import LLMTeacherSpec
+
+        return LLMTeacherSpec
+    return None
+
+
+def _check_teacher_options(kind: str, options: Mapping[str, Any], world_name: str = "") -> None:
+    """Raise listing the valid options when ``options`` has a key the teacher kind does not take."""
+    if kind == "mixture":
+        from policies.mixture import MixtureSpec
+
+        valid = {field.name for field in dataclasses.fields(MixtureSpec)} - {"teachers"} | {"members"}
+    else:
+        spec_class = _teacher_spec_class(kind, world_name)
+        if spec_class is None:
+            return
+        # The planner's world, its options and agent count come from the scenario's [world].
+        taken_from_world = {"world", "world_options", "num_agents"} if kind == "planner" else set()
+        valid = {field.name for field in dataclasses.fields(spec_class)} - taken_from_world
+    unknown = sorted(set(options) - valid)
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {', '.join(unknown)} for a {kind} teacher; valid options: {', '.join(sorted(valid))}. "
+            "When changing teacher.kind, replace the whole table: --set 'teacher.options={...}'"
+        )
 
 
 def _planner_spec(config: RunConfig, options: dict[str, Any]) -> TeacherSpec:
@@ -145,14 +188,16 @@ def describe_world(spec: WorldSpec) -> World:
 
 def check_config(config: RunConfig) -> list[str]:
     """Return every problem of ``config`` beyond its types, each prefixed with its dotted path."""
-    errors: list[str] = []
-    errors += _check_ranges(config)
+    errors = _check_ranges(config)
+    if errors:
+        return errors  # the builders below would repeat these in their own words
 
     template = _try(errors, "world", lambda: world_template(config))
-    if template is not None:
-        _try(errors, "population", lambda: population_shards(config))
-        if config.world.entry_point is None:
-            _try(errors, "world.options", template.build)
+    if template is None:
+        return errors
+    _try(errors, "population", lambda: population_shards(config))
+    if config.world.entry_point is None and _try(errors, "world.options", template.build) is None:
+        return errors
     _try(errors, "teacher.options", lambda: teacher_spec(config))
     return errors
 
@@ -177,6 +222,19 @@ def _check_ranges(config: RunConfig) -> list[str]:
     require(config.population.agents >= 1, "population.agents", "must be >= 1")
     require(config.population.workers >= 1, "population.workers", "must be >= 1")
     require(config.population.cpus_per_worker > 0, "population.cpus_per_worker", "must be > 0")
+    per_world = config.world.agents_per_world
+    if per_world >= 1 and config.population.agents >= 1:
+        copies, remainder = divmod(config.population.agents, per_world)
+        if remainder:
+            errors.append(
+                f"population.agents: must be a multiple of world.agents_per_world={per_world}, got "
+                f"{config.population.agents}; use {copies * per_world or per_world} or {(copies + 1) * per_world}"
+            )
+        elif config.population.workers > copies:
+            errors.append(
+                f"population.workers: must be at most the {copies} world copies (population.agents / "
+                f"world.agents_per_world), got {config.population.workers}; use fewer workers or smaller worlds"
+            )
     require(config.teacher.replicas >= 1, "teacher.replicas", "must be >= 1")
     require(config.teacher.cpus_per_replica > 0, "teacher.cpus_per_replica", "must be > 0")
     require(config.teacher.max_batch_size >= 1, "teacher.max_batch_size", "must be >= 1")
@@ -205,8 +263,11 @@ def _check_ranges(config: RunConfig) -> list[str]:
     for field in ("behaviour_cloning", "soft_label", "auxiliary"):
         require(getattr(config.loss, field) >= 0, f"loss.{field}", "must be >= 0")
     require(config.loss.temperature > 0, "loss.temperature", "must be > 0")
-    if config.loss.behaviour_cloning == config.loss.soft_label == config.loss.auxiliary == 0:
-        errors.append("loss: at least one of behaviour_cloning, soft_label and auxiliary must be > 0")
+    if config.loss.behaviour_cloning == config.loss.soft_label == 0:
+        errors.append(
+            "loss: behaviour_cloning or soft_label must be > 0; the auxiliary term alone does not teach "
+            "the student the teacher's actions"
+        )
     return errors
 
 

@@ -271,6 +271,8 @@ def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise DatasetError(f"{path} is not valid JSON: {error}") from error
+    if not isinstance(manifest, dict):
+        raise DatasetError(f"{path} is not a shepherd dataset manifest: expected a JSON object, got {type(manifest).__name__}")
     if manifest.get("format") != MANIFEST_FORMAT:
         raise DatasetError(f"{path} is not a shepherd dataset manifest (format {manifest.get('format')!r})")
     if manifest.get("version") != MANIFEST_VERSION:

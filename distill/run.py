@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -86,6 +87,8 @@ def make_run_dir(config: RunConfig, out: str | os.PathLike[str] | None, *, root:
         path = Path(root) / f"{config.name}-{stamp}"
     else:
         path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"run directory {path} is a file; give --out a directory that is new or empty")
     if path.exists() and any(path.iterdir()):
         raise FileExistsError(f"run directory {path} exists and is not empty; choose another --out or remove it")
     path.mkdir(parents=True, exist_ok=True)
@@ -112,8 +115,38 @@ def run(
     """
     from scenarios.loader import dump_toml
 
+    created = out is None or not Path(out).exists()
     run_dir = make_run_dir(config, out, root=runs_root)
     (run_dir / "config.toml").write_text(dump_toml(config.to_dict()))
+    try:
+        summary = _run_in(run_dir, config, address=address, progress=progress)
+    except BaseException:
+        _remove_if_unstarted(run_dir, created=created)
+        raise
+    _build_report(run_dir)
+    return RunResult(run_dir, summary)
+
+
+def _remove_if_unstarted(run_dir: Path, *, created: bool) -> None:
+    """Remove what a run that failed before its first iteration wrote, so --out can be reused.
+
+    A directory the run created goes entirely; an empty one the caller gave keeps existing.
+    """
+    metrics = run_dir / "metrics.jsonl"
+    if metrics.exists() and metrics.stat().st_size > 0:
+        return  # iterations finished: keep their data
+    logger.warning("removing the files of %s: the run failed before its first iteration finished", run_dir)
+    if created:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
+    for child in run_dir.iterdir():
+        if child.is_dir():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
+def _run_in(run_dir: Path, config: RunConfig, *, address: str | None, progress: bool) -> dict[str, Any]:
     logger.info("run %s started in %s (backend %s)", config.name, run_dir, config.population.backend)
     started = time.perf_counter()
 
@@ -133,9 +166,8 @@ def run(
 
             ray.shutdown()
 
-    _build_report(run_dir)
     logger.info("run %s finished in %.1f s: %s", config.name, time.perf_counter() - started, run_dir)
-    return RunResult(run_dir, summary)
+    return summary
 
 
 def _init_ray(address: str | None) -> bool:
@@ -266,7 +298,8 @@ class _Runtime:
                 bar.set_postfix({
                     "steps/s": f"{record['agent_steps_per_s']:,.0f}",
                     "labels/s": f"{record['labels_per_s']:,.0f}",
-                    "agree": f"{record['agreement']:.2f}" if record["agreement"] is not None else "-",
+                    # Agreement on the states the query strategy picked, the hardest ones for uncertainty sampling.
+                    "queried agree": f"{record['agreement']:.2f}" if record["agreement"] is not None else "-",
                 })
                 bar.update(1)
         self.final_weights = weights

@@ -128,9 +128,15 @@ def _make_teacher(args: argparse.Namespace) -> int:
         data, args.out, teacher_id=f"neural/{config.name}", version=f"from-{source.teacher_id}@{source.version}",
         features=features, training=TrainingConfig(epochs=args.epochs, seed=config.seed),
     )
-    print(f"neural teacher saved to {spec.path} from {data.size:,} labelled states; {report}")
-    print(f"use it with: shepherd run {args.scenario} --set 'teacher.kind=\"neural\"' "
-          f"--set 'teacher.options.path=\"{spec.path}\"'")
+    print(
+        f"neural teacher saved to {spec.path} from {data.size:,} labelled states: "
+        f"train agreement {report.train_agreement:.3f}, validation agreement "
+        f"{'n/a' if report.validation_agreement is None else format(report.validation_agreement, '.3f')}"
+    )
+    overrides = "".join(f" --set '{item}'" for item in args.set)
+    kind = "teacher.kind=" + '"neural"'
+    options = "teacher.options={ path = " + f'"{spec.path}"' + " }"
+    print(f"use it with: shepherd run {args.scenario}{overrides} --set '{kind}' --set '{options}'")
     return 0
 
 
@@ -152,6 +158,8 @@ def _verify(args: argparse.Namespace) -> int:
     from distill.dataset import verify_dataset
 
     directory = Path(args.run_dir)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"run directory {directory} not found; give a run directory or its dataset/ directory")
     dataset = directory / "dataset" if (directory / "dataset").is_dir() else directory
     problems = verify_dataset(dataset)
     if problems:
@@ -262,19 +270,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from distill.dataset import DatasetError
+    from policies.teacher import TeacherError
     from scenarios.schema import ScenarioError
 
     try:
         return args.handler(args)
     except ScenarioError as error:
-        print(f"shepherd: error: {error}", file=sys.stderr)
-        return 2
+        return _fail(error, 2)
     except DatasetError as error:
-        print(f"shepherd: error: {error}", file=sys.stderr)
-        return 1
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as error:
-        print(f"shepherd: error: {error}", file=sys.stderr)
-        return 2
+        return _fail(error, 1)
+    except TeacherError as error:
+        # A teacher failing inside a Ray actor arrives wrapped; its cause has the message.
+        return _fail(getattr(error, "cause", None) or error, 1)
+    except ConnectionError as error:
+        return _fail(
+            f"could not connect to the Ray cluster at --address {getattr(args, 'address', None)!r}: {error}. "
+            "Start one with `ray start --head`, or leave out --address to run on a local instance",
+            1,
+        )
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError) as error:
+        return _fail(error, 2)
+    except KeyboardInterrupt:
+        print("shepherd: interrupted; files written so far are kept", file=sys.stderr)
+        return 130
+
+
+def _fail(error: object, status: int) -> int:
+    print(f"shepherd: error: {error}", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

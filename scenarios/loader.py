@@ -30,6 +30,8 @@ def scenario_names() -> list[str]:
 def find_scenario(name_or_path: str) -> Path:
     """Return the file of a shipped scenario name, or ``name_or_path`` itself when it is a file."""
     path = Path(name_or_path)
+    if path.is_dir():
+        raise ScenarioError(name_or_path, [f"{name_or_path} is a directory; give a scenario .toml file or a shipped name"])
     if path.suffix == SUFFIX or path.exists():
         if not path.is_file():
             raise ScenarioError(name_or_path, [f"scenario file {name_or_path} not found"])
@@ -50,6 +52,8 @@ def read_scenario_data(path: Path) -> dict[str, Any]:
             return tomllib.load(handle)
     except tomllib.TOMLDecodeError as error:
         raise ScenarioError(str(path), [f"invalid TOML: {error}"]) from error
+    except UnicodeDecodeError as error:
+        raise ScenarioError(str(path), [f"the file is not UTF-8 text, as TOML requires: {error}"]) from error
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -79,6 +79,7 @@ class World(abc.ABC):
         self._alive = np.zeros(0, dtype=bool)
         self._episode_step = 0
         self._episode_over = True
+        self._ever_reset = False
 
     # Public API.
 
@@ -119,6 +120,7 @@ class World(abc.ABC):
         if seed is not None:
             self._rng = np.random.default_rng(self._check_seed(seed))
         obs = self._reset(self._rng)
+        self._ever_reset = True
         self._episode_step = 0
         self._episode_over = not self._alive.any()
         return obs
@@ -134,6 +136,8 @@ class World(abc.ABC):
                 action is out of range or illegal under ``action_mask``.
             EpisodeEndedError: the episode is over; call ``reset`` first.
         """
+        if not self._ever_reset:
+            raise EpisodeEndedError(f"{self.name}: call reset() before the first step()")
         if self._episode_over:
             raise EpisodeEndedError(
                 f"{self.name}: the episode ended at step {self._episode_step}; "

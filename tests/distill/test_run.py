@@ -138,3 +138,61 @@ def test_report_rebuilds_from_files_alone(serial_run, tmp_path, capsys):
     assert (run_dir / "report.html").is_file()
     assert list((run_dir / "plots").glob("*.png"))
     assert "report written to" in capsys.readouterr().out
+
+
+def test_verify_of_missing_directory_exits_2(tmp_path, capsys):
+    assert main(["verify", str(tmp_path / "nope")]) == 2
+    assert "run directory" in capsys.readouterr().err
+
+
+def test_manifest_of_wrong_shape_is_reported(serial_run, tmp_path, capsys):
+    import shutil
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(serial_run.run_dir, run_dir)
+    (run_dir / "dataset" / "manifest.json").write_text("[]")
+    assert main(["verify", str(run_dir)]) == 1
+    assert "expected a JSON object, got list" in capsys.readouterr().err
+
+
+def test_out_pointing_at_a_file_is_rejected(tmp_path):
+    target = tmp_path / "notes.txt"
+    target.write_text("keep me")
+    with pytest.raises(FileExistsError, match=r"is a file; give --out a directory"):
+        run(tiny_config("serial"), out=target, progress=False)
+    assert target.read_text() == "keep me"
+
+
+def test_failed_start_removes_the_run_directory(tmp_path, monkeypatch, capsys):
+    import distill.run
+
+    def refuse(address):
+        raise ConnectionError("no cluster here")
+
+    monkeypatch.setattr(distill.run, "_init_ray", refuse)
+    out = tmp_path / "run"
+    scenario = tmp_path / "tiny.toml"
+    scenario.write_text('name = "tiny"\n[world]\nagents_per_world = 40\n[population]\nagents = 40\n')
+    assert main(["run", str(scenario), "--out", str(out), "--address", "auto", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "could not connect to the Ray cluster at --address 'auto': no cluster here" in err
+    assert not out.exists(), "a run that never started leaves no directory behind"
+
+
+def test_unreachable_llm_fails_cleanly_and_keeps_no_stub(tmp_path, monkeypatch, capsys):
+    import socket
+
+    # A port on loopback that this test reserves and never listens on.
+    with socket.socket() as reserved:
+        reserved.bind(("127.0.0.1", 0))
+        port = reserved.getsockname()[1]
+        monkeypatch.setenv("SHEPHERD_LLM_BASE_URL", f"http://127.0.0.1:{port}/v1")
+        monkeypatch.setenv("SHEPHERD_LLM_MODEL", "absent")
+        out = tmp_path / "run"
+        status = main(["run", "llm", "--out", str(out), "--no-progress", "--set", 'population.backend="serial"',
+                       "--set", "teacher.options.timeout_s=0.5", "--set", "teacher.options.max_retries=0"])
+    assert status == 1
+    err = capsys.readouterr().err
+    assert err.startswith("shepherd: error: ")
+    assert "Traceback" not in err
+    assert not out.exists()

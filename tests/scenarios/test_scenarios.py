@@ -121,12 +121,14 @@ def test_missing_name_is_reported():
     ({"training": {"iterations": 0}}, "training.iterations: must be >= 1, got 0"),
     ({"population": {"workers": 0}}, "population.workers: must be >= 1, got 0"),
     ({"evaluation": {"seeds": []}}, "evaluation.seeds: must list at least one seed, got ()"),
-    ({"loss": {"soft_label": 0.0, "auxiliary": 0.0}}, "loss: at least one of behaviour_cloning, soft_label and auxiliary"),
-    ({"population": {"agents": 1500}}, "population: total_agents=1500 is not a multiple of agents_per_world=1000"),
+    ({"loss": {"soft_label": 0.0}}, "loss: behaviour_cloning or soft_label must be > 0; the auxiliary term alone"),
+    ({"population": {"agents": 1500}}, "population.agents: must be a multiple of world.agents_per_world=1000, got 1500; use 1000 or 2000"),
+    ({"population": {"agents": 2000, "workers": 3}}, "population.workers: must be at most the 2 world copies"),
     ({"world": {"name": "spred_v0"}}, "world: unknown world 'spred_v0'; available worlds: foraging_v0"),
     ({"world": {"options": {"view": 3}}}, "world: spread_v0: unknown option(s) view; valid options:"),
     ({"world": {"options": {"view_radius": -1}}}, "world.options: spread_v0: view_radius must be >= 0, got -1"),
-    ({"teacher": {"options": {"dpeth": 3}}}, "teacher.options: "),
+    ({"teacher": {"options": {"dpeth": 3}}}, "teacher.options: unknown option(s) dpeth for a planner teacher; valid options: depth, discount"),
+    ({"teacher": {"kind": "neural", "options": {"depth": 3}}}, "teacher.options: unknown option(s) depth for a neural teacher; valid options: device, path, temperature"),
     ({"teacher": {"kind": "scripted"}}, "teacher.options: no scripted teacher for world 'spread_v0'"),
 ])
 def test_semantic_errors_name_the_dotted_path(data, message):
@@ -166,3 +168,15 @@ def test_invalid_toml_is_reported(tmp_path, capsys):
     path.write_text("name = \n")
     assert main(["run", str(path)]) == 2
     assert "invalid TOML" in capsys.readouterr().err
+
+
+def test_directory_as_scenario_is_reported(tmp_path, capsys):
+    assert main(["run", str(tmp_path)]) == 2
+    assert "is a directory; give a scenario .toml file" in capsys.readouterr().err
+
+
+def test_non_utf8_scenario_is_reported(tmp_path, capsys):
+    path = tmp_path / "latin.toml"
+    path.write_bytes('name = "caf\xe9"\n'.encode("latin-1"))
+    assert main(["run", str(path)]) == 2
+    assert "the file is not UTF-8 text, as TOML requires" in capsys.readouterr().err

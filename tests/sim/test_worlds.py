@@ -409,3 +409,9 @@ def test_foraging_food_channel_tracks_the_food_grid():
         world.step(random_actions(world, rng))
     np.testing.assert_array_equal(world.interior[..., 2], world._food_grid / world.max_food_level)
     assert world.metrics()["food_collected"] > 0
+
+
+def test_step_before_reset_raises():
+    world = sim.make_world("spread_v0", num_agents=4, seed=0)
+    with pytest.raises(sim.EpisodeEndedError, match=r"call reset\(\) before the first step\(\)"):
+        world.step(np.zeros(4, dtype=np.int64))
