@@ -101,6 +101,19 @@ def _format_summary(run_dir: Any, summary: dict[str, Any]) -> str:
         f"labels: {labels['labelled']:,} of {labels['visited']:,} visited states "
         f"({number(labels['label_fraction'], '.1%')})",
     ]
+    teacher, random = consistency.get("teacher_return"), consistency.get("random_return")
+    if teacher is not None and random is not None and teacher <= random:
+        lines.append(
+            f"warning: the teacher's return ({teacher:.2f}) is no better than random actions' ({random:.2f}), "
+            "so agreement with it says little; check the teacher"
+        )
+    if consistency.get("head_to_head_ratio") is not None:
+        lines.append(f"head to head: student team / teacher-driven opponents {consistency['head_to_head_ratio']:.3f}")
+    if consistency.get("normalized_return_ratio") is not None:
+        lines.append(
+            "normalized return ratio (student - random) / (teacher - random): "
+            f"{consistency['normalized_return_ratio']:.3f}"
+        )
     return "\n".join(lines)
 
 

@@ -180,3 +180,21 @@ def test_non_utf8_scenario_is_reported(tmp_path, capsys):
     path.write_bytes('name = "caf\xe9"\n'.encode("latin-1"))
     assert main(["run", str(path)]) == 2
     assert "the file is not UTF-8 text, as TOML requires" in capsys.readouterr().err
+
+
+def test_summary_line_warns_about_a_teacher_no_better_than_random():
+    from scenarios.cli import _format_summary
+
+    summary = {
+        "scenario": "s", "agents": 10, "workers": 1, "teachers": ["t"], "wall_s": 1.0,
+        "consistency": {"action_agreement": 1.0, "kl_teacher_student": 0.0, "return_ratio": 1.0,
+                        "student_return": 2.0, "teacher_return": 2.0, "random_return": 2.5,
+                        "normalized_return_ratio": None, "head_to_head_ratio": 0.9},
+        "throughput": {"agent_steps_per_s": 1.0, "labels_per_s": 1.0, "train_samples_per_s": 1.0,
+                       "student_vs_teacher_speedup": 1.0},
+        "cost": {"student_us_per_decision": 1.0, "teacher_us_per_decision": 2.0, "compute_ratio": 0.5},
+        "labels": {"labelled": 1, "visited": 10, "label_fraction": 0.1},
+    }
+    text = _format_summary("runs/s", summary)
+    assert "warning: the teacher's return (2.00) is no better than random actions' (2.50)" in text
+    assert "head to head: student team / teacher-driven opponents 0.900" in text
