@@ -1,7 +1,7 @@
 """Distillation rollout workers: students act, a query strategy picks states, teachers label them.
 
 A ``Collector`` keeps a shard of world copies and a local copy of the student. Every
-step it runs the student on the alive agents in one batch, asks the query strategy which
+step it runs the student on the alive agents in one batch, lets the query strategy pick which
 states to label under the label budget, sends those states (with the agents' rows and
 the privileged ``World.state()`` of that step) to the teacher in one request per world,
 and steps the world. DAgger's beta is the chance that an agent whose state was labelled
@@ -129,16 +129,6 @@ class Collector:
     def set_weights(self, weights: Mapping[str, np.ndarray]) -> None:
         """Load new student weights, sent once per learner update."""
         self.student.set_weights(weights)
-
-    def describe(self) -> dict[str, Any]:
-        """Return the observation shape, action count and teams of this worker's worlds."""
-        world = self.worlds[0]
-        return {
-            "observation_shape": list(world.observation_shape),
-            "num_actions": world.num_actions,
-            "team_names": list(world.team_names),
-            "num_agents": sum(world.num_agents for world in self.worlds),
-        }
 
     def collect(self, num_steps: int, *, beta: float, label_fraction: float, iteration: int, mode: str) -> CollectResult:
         """Run ``num_steps`` steps of every world and return the labelled states."""

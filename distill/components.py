@@ -14,7 +14,6 @@ from distill.config import RunConfig, TeacherConfig
 from policies.networks import NetworkConfig
 from policies.teacher import TeacherSpec
 from sim.rollout import ShardSpec, WorldSpec, split_population
-from sim.world import World
 
 # Scripted teachers by world name (the name the scenario gives an external env).
 SCRIPTED_TEACHERS = {
@@ -116,15 +115,13 @@ def _planner_spec(config: RunConfig, options: dict[str, Any]) -> TeacherSpec:
 
 
 def _scripted_spec(config: RunConfig, options: dict[str, Any]) -> TeacherSpec:
-    import policies.scripted
-
     name = config.world.name
-    if name not in SCRIPTED_TEACHERS:
+    spec_class = _teacher_spec_class("scripted", name)
+    if spec_class is None:
         raise ValueError(
             f"no scripted teacher for world {name!r}; scripted teachers exist for "
             f"{', '.join(sorted(SCRIPTED_TEACHERS))}"
         )
-    spec_class = getattr(policies.scripted, SCRIPTED_TEACHERS[name])
     if name == "simple_spread_v3":
         options.setdefault("num_agents", config.world.agents_per_world)
     return spec_class(**options)
@@ -176,11 +173,6 @@ def student_network_config(
         kernel_sizes=tuple(student.kernel_sizes),
         aux_heads=dict(aux_shapes) if student.aux_heads else {},
     )
-
-
-def describe_world(spec: WorldSpec) -> World:
-    """Build one small copy of the world to read its shapes, teams and rules."""
-    return spec.build()
 
 
 # Validation of a whole scenario.
@@ -277,7 +269,3 @@ def _lookup(config: RunConfig, path: str) -> Any:
         value = getattr(value, part)
     return value
 
-
-def replace_config(config: RunConfig, **sections: Any) -> RunConfig:
-    """Return ``config`` with whole sections replaced, for tests and sweeps."""
-    return dataclasses.replace(config, **sections)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -179,7 +180,7 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the configuration as plain data (tuples become lists, mappings dicts)."""
-        return _plain(dataclasses.asdict(self))
+        return to_plain(self)
 
     def config_hash(self) -> str:
         """Return the sha256 of the canonical JSON of ``to_dict()``: the scenario's identity."""
@@ -187,9 +188,21 @@ class RunConfig:
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _plain(value: Any) -> Any:
+def to_plain(value: Any, *, non_finite_as_none: bool = False) -> Any:
+    """Return ``value`` as plain data: dataclasses and mappings become dicts, tuples lists,
+    numpy scalars Python numbers; with ``non_finite_as_none``, NaN and inf become ``None``
+    so the result is valid JSON."""
+    def convert(item: Any) -> Any:
+        return to_plain(item, non_finite_as_none=non_finite_as_none)
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return convert(dataclasses.asdict(value))
     if isinstance(value, Mapping):
-        return {str(key): _plain(item) for key, item in value.items()}
+        return {str(key): convert(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
+        return [convert(item) for item in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", None) == 0:
+        value = value.item()  # a numpy scalar
+    if non_finite_as_none and isinstance(value, float) and not math.isfinite(value):
+        return None
     return value

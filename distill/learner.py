@@ -119,7 +119,7 @@ class Learner:
 
     def get_weights(self) -> dict[str, np.ndarray]:
         """Return a copy of the student's weights as float32 numpy arrays."""
-        return {name: tensor.detach().cpu().numpy().copy() for name, tensor in self.module.state_dict().items()}
+        return Student(self.module).get_weights()
 
     def save(self, path: str, *, metadata: Mapping[str, Any] | None = None) -> None:
         """Save the student checkpoint (``<stem>.safetensors`` and ``<stem>.json``)."""

@@ -14,7 +14,6 @@ import dataclasses
 import datetime as dt
 import json
 import logging
-import math
 import os
 import shutil
 import time
@@ -32,7 +31,7 @@ from distill.components import (
     student_network_config,
     teacher_spec,
 )
-from distill.config import RunConfig
+from distill.config import RunConfig, to_plain
 from distill.dataset import DatasetWriter, LabelledBatch
 from distill.evaluate import evaluate, kl_divergence
 from distill.learner import Learner
@@ -218,12 +217,7 @@ class _Runtime:
         if self.remote:
             _check_cluster_cpus(config)
         labeler = self._start_labeler()
-        probe = shards[0].worlds[0].replace(num_agents=config.world.agents_per_world).build()
-        self.world_info = {
-            "observation_shape": list(probe.observation_shape),
-            "num_actions": probe.num_actions,
-            "team_names": list(probe.team_names),
-        }
+        probe = shards[0].worlds[0].build()  # the driver's copy, for the observation shape and actions
         self.student_config = student_network_config(
             config, observation_shape=tuple(probe.observation_shape), num_actions=probe.num_actions,
             aux_shapes=self.teacher.aux_shapes,
@@ -417,7 +411,7 @@ class _Runtime:
         teacher_us, student_us = headline["teacher_us_per_decision"], headline["student_us_per_decision"]
         service_metrics = None
         if self.service is not None:
-            service_metrics = _plain(self.service.metrics())
+            service_metrics = to_plain(self.service.metrics(), non_finite_as_none=True)
         return {
             "scenario": config.name,
             "agents": config.population.agents,
@@ -512,17 +506,3 @@ def _merge(results: list[CollectResult], iteration: int) -> LabelledBatch:
         aux={name: np.concatenate([result.aux[name] for result in filled]) for name in filled[0].aux},
         action_mask=None if masks[0] is None else np.concatenate(masks),
     )
-
-
-def _plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value):
-        return _plain(dataclasses.asdict(value))
-    if isinstance(value, dict):
-        return {str(key): _plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, (np.integer, np.floating)):
-        return value.item()
-    return value

@@ -326,31 +326,31 @@ def _rate(results: dict[str, Any], teacher: str, batch_size: int) -> dict[str, A
 
 def check_goals(results: dict[str, Any]) -> list[Goal]:
     """Compare the measurements with the stated goals."""
-    from sim.bench import _goal
+    from sim.bench import make_goal
 
     goals = []
     largest = max(rate["batch_size"] for rate in results["rates"] if rate["teacher"] == "neural")
     batched = _rate(results, "neural", largest)
     if batched and batched["flops_per_s"]:
-        goals.append(_goal(
+        goals.append(make_goal(
             f"neural teacher FLOP/s at batch {largest} / matmul ceiling", GOAL_CEILING_FRACTION,
             batched["flops_per_s"] / results["matmul_flops_per_s"],
         ))
     for name, windows in results.get("service", {}).items():
         overheads = [window["overhead_ms_median"] for window in windows if window["overhead_ms_median"] is not None]
         if overheads:
-            goals.append(_goal(f"label service overhead per batch, median, {name} (ms)", GOAL_OVERHEAD_MS,
+            goals.append(make_goal(f"label service overhead per batch, median, {name} (ms)", GOAL_OVERHEAD_MS,
                                max(overheads), lower_is_better=True))
         busy = [window["utilisation"] for window in windows if window["num_clients"] >= 4]
         if busy:
-            goals.append(_goal(f"teacher utilisation with 4+ clients, {name} (lowest)", GOAL_UTILISATION, min(busy)))
+            goals.append(make_goal(f"teacher utilisation with 4+ clients, {name} (lowest)", GOAL_UTILISATION, min(busy)))
     student = results["student"]
     planner = _rate(results, "planner", max(rate["batch_size"] for rate in results["rates"] if rate["teacher"] == "planner"))
     if planner:
-        goals.append(_goal("default student / planner compute per decision (time)", GOAL_STUDENT_SHARE,
+        goals.append(make_goal("default student / planner compute per decision (time)", GOAL_STUDENT_SHARE,
                            student["us_per_decision_batched"] / planner["us_per_label"], lower_is_better=True))
     neural_flops = results["teacher_costs"]["neural"]["flops_per_label"]
-    goals.append(_goal("default student / neural teacher compute per decision (FLOPs)", GOAL_STUDENT_SHARE,
+    goals.append(make_goal("default student / neural teacher compute per decision (FLOPs)", GOAL_STUDENT_SHARE,
                        student["flops_per_decision"] / neural_flops, lower_is_better=True))
     return [Goal(**dataclasses.asdict(goal)) for goal in goals]
 

@@ -321,27 +321,28 @@ def check_goals(rows: list[Measurement], results: dict[str, Any]) -> list[Goal]:
     measured = {name: rate for name, rate in at_10k.items() if rate is not None}
     if measured:
         fastest = max(measured, key=measured.__getitem__)
-        goals.append(_goal(f"fastest native world at 10,000 agents ({fastest})", GOAL_FASTEST_AT_10K, measured[fastest]))
+        goals.append(make_goal(f"fastest native world at 10,000 agents ({fastest})", GOAL_FASTEST_AT_10K, measured[fastest]))
         for name, rate in measured.items():
-            goals.append(_goal(f"{name} at 10,000 agents", GOAL_EVERY_WORLD_AT_10K, rate))
+            goals.append(make_goal(f"{name} at 10,000 agents", GOAL_EVERY_WORLD_AT_10K, rate))
         magent2 = _closest_rate(rows, "magent2 battle_v4 (PettingZoo API)", 10_000)
         if magent2 is not None:
             agents, rate = magent2
-            goals.append(_goal(
+            goals.append(make_goal(
                 f"fastest native world vs magent2 battle_v4 ({agents} agents)", GOAL_MAGENT2_RATIO,
                 measured[fastest] / rate,
             ))
     for name, peak in results.get("peak_memory_mb", {}).items():
         if results.get("peak_memory_agents") == MEMORY_AGENTS:
-            goals.append(_goal(f"peak memory of {name} at 100,000 agents (MB)", GOAL_PEAK_MEMORY_MB, peak, lower_is_better=True))
+            goals.append(make_goal(f"peak memory of {name} at 100,000 agents (MB)", GOAL_PEAK_MEMORY_MB, peak, lower_is_better=True))
     if "ray" in results:
-        goals.append(_goal(
+        goals.append(make_goal(
             f"2 Ray workers vs 1 on {results['ray']['agents']:,} agents", GOAL_RAY_SPEEDUP, results["ray"]["speedup"]
         ))
     return goals
 
 
-def _goal(name: str, target: float, measured: float, *, lower_is_better: bool = False) -> Goal:
+def make_goal(name: str, target: float, measured: float, *, lower_is_better: bool = False) -> Goal:
+    """Return the goal with its verdict and, when missed, by how much."""
     met = measured <= target if lower_is_better else measured >= target
     note = ""
     if not met:

@@ -105,6 +105,7 @@ class GridWorld(World):
         side = 2 * r + 1
         rows = self._canvas.reshape(padded_h, padded_w * num_channels)
         self._windows = np.lib.stride_tricks.sliding_window_view(rows, (side, side * num_channels))
+        self._window_buffers: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # radius -> (buffer, offsets)
 
     @property
     def interior(self) -> np.ndarray:
@@ -133,7 +134,7 @@ class GridWorld(World):
         A move fails when its target cell is kept by an agent that does not move away. When
         several agents enter the same free cell, one of them, drawn at random, gets in and
         the others stay. Agents may swap cells. Failed moves can free or block
-        other moves, so the resolution repeats until no cell holds two agents; every round
+        other moves, so the resolution repeats until no cell holds two agents. Every round
         turns at least one mover into a stayer, so it ends. Assumes no two alive agents
         share a cell before the move.
         """
@@ -173,8 +174,6 @@ class GridWorld(World):
         The grid is copied into a zero-bordered buffer kept per radius, and each window is
         gathered by flat offsets: cheaper than padding a new array on every call.
         """
-        if not hasattr(self, "_window_buffers"):
-            self._window_buffers: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         if radius not in self._window_buffers:
             padded_w = self.width + 2 * radius
             side = 2 * radius + 1

@@ -37,10 +37,10 @@ def test_bench_sim_table_lists_goals(capsys):
 
 
 def test_goal_reports_the_margin_of_a_miss():
-    goal = bench._goal("x", 2_000_000, 1_500_000)
+    goal = bench.make_goal("x", 2_000_000, 1_500_000)
     assert not goal.met
     assert goal.note == "missed: 75% of the goal"
-    memory = bench._goal("memory", 1024, 2048, lower_is_better=True)
+    memory = bench.make_goal("memory", 1024, 2048, lower_is_better=True)
     assert memory.note == "missed: 2.00x the limit"
 
 
