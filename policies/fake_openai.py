@@ -3,8 +3,8 @@
 This is a test double, not a model. It takes the place of vLLM, Ollama or the llama.cpp
 server so that tests of the LLM teacher, end-to-end runs and scenario tests never need a
 real model or the network. It serves ``POST /v1/chat/completions`` and
-``GET /v1/models`` on a free loopback port, answers deterministically from the prompt,
-returns token log-probabilities when the request asks for them, and injects faults on
+``GET /v1/models`` on a free loopback port, replies deterministically to the prompt,
+returns token log-probabilities when the request includes ``logprobs``, and injects faults on
 request: slow replies, error statuses (with ``Retry-After``), malformed JSON, bodies cut
 short, answers cut at ``max_tokens``, answers that are no action, and replies without
 log-probabilities. It records every request, so tests can check headers, retries and

@@ -1,8 +1,8 @@
 """The teacher interface: label a batch of states with action probabilities.
 
 A teacher is the expensive policy that students learn from. It labels a batch of
-observations, optionally with privileged context (the agents' rows and ``World.state()``
-at the step the observations were taken), and returns action probabilities that respect
+observations, optionally with privileged context: the agents' rows and ``World.state()``
+at the step the observations were taken. It returns action probabilities that respect
 the action mask, plus optional auxiliary targets such as the goal a planner chose or a
 value estimate. Every label carries the teacher's identity and version, and every
 teacher measures its own cost per label.

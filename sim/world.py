@@ -1,7 +1,7 @@
 """The batched World interface.
 
 A World contains a whole population of agents as rows of fixed-size numpy arrays. Rows never
-move: an agent that dies keeps its row, and the ``alive`` mask says who acts. Shape
+move: an agent that dies keeps its row, and the ``alive`` mask marks who acts. Shape
 letters used in this package:
 
     N  agents (rows) in one world

@@ -99,7 +99,7 @@ def test_ray_run_matches_serial_run(ray_session, serial_run, tmp_path):
     assert result.summary["label_service"]["labels"] == result.summary["labels"]["requested"]
 
 
-def test_offline_mode_labels_every_state_but_keeps_the_budget(tmp_path):
+def test_offline_mode_keeps_label_budget(tmp_path):
     result = run(tiny_config("serial", training={"mode": "offline", "iterations": 1}), out=tmp_path / "run", progress=False)
     labels = result.summary["labels"]
     assert labels["requested"] == labels["visited"]

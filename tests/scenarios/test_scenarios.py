@@ -182,7 +182,7 @@ def test_non_utf8_scenario_is_reported(tmp_path, capsys):
     assert "the file is not UTF-8 text, as TOML requires" in capsys.readouterr().err
 
 
-def test_summary_line_warns_about_a_teacher_no_better_than_random():
+def test_summary_warns_on_random_level_teacher():
     from scenarios.cli import _format_summary
 
     summary = {

@@ -638,7 +638,7 @@ def test_state_before_reset():
         world.state()
 
 
-def test_battle_first_step_sends_each_team_its_own_actions():
+def test_battle_first_step_team_actions():
     # magent2 0.3.4 counts team sizes before placing agents; without the adapter's recount,
     # the first step after a reset hands blue the red team's actions.
     world = sim.from_pettingzoo(battle_v4.parallel_env(map_size=45, max_cycles=300), seed=0)

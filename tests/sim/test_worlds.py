@@ -155,7 +155,7 @@ def test_foraging_collects_food_and_pays_its_level():
     assert tuple(world.food_pos[0]) != (3, 5), "collected food respawns elsewhere"
 
 
-def test_foraging_heavy_food_needs_two_agents_and_splits_the_reward():
+def test_foraging_heavy_food_needs_two():
     world = sim.make_world("foraging_v0", num_agents=2, map_size=8, num_food=1, max_food_level=2, seed=0)
     world.reset()
     world.pos[:] = [(0, 0), (7, 7)]
@@ -171,7 +171,7 @@ def test_foraging_heavy_food_needs_two_agents_and_splits_the_reward():
     np.testing.assert_allclose(step.reward, [1.0, 1.0])
 
 
-def test_spread_pays_lone_agents_on_targets_and_penalises_crowding():
+def test_spread_rewards_and_crowding_penalty():
     world = sim.make_world(
         "spread_v0", num_agents=3, map_size=6, num_targets=2, collision_penalty=0.5, seed=0,
         exclusive_cells=False,
@@ -197,7 +197,7 @@ def test_spread_never_puts_two_agents_on_one_cell():
         assert np.unique(cells).size == 300
 
 
-def test_spread_contested_cell_admits_one_agent_and_bumps_the_other():
+def test_spread_contested_cell_admits_one():
     world = sim.make_world("spread_v0", num_agents=2, map_size=6, num_targets=1, seed=3)
     world.reset()
     world.target_pos[:] = [(0, 0)]
@@ -211,7 +211,7 @@ def test_spread_contested_cell_admits_one_agent_and_bumps_the_other():
     assert sorted(step.reward.tolist()) == [-0.5, 0.0]
 
 
-def test_spread_move_into_a_kept_cell_fails_but_chains_and_swaps_pass():
+def test_spread_blocked_chained_and_swapped_moves():
     world = sim.make_world("spread_v0", num_agents=5, map_size=8, num_targets=1, seed=0)
     world.reset()
     world.target_pos[:] = [(7, 7)]
@@ -314,7 +314,7 @@ def test_non_positive_num_agents_raises(name, count):
 
 
 @pytest.mark.parametrize("name", WORLDS)
-def test_too_many_agents_for_the_map_names_the_limit(name):
+def test_too_many_agents_names_limit(name):
     with pytest.raises(ValueError, match=r"num_agents=17 does not fit a 4x4 map, which holds at most 16"):
         sim.make_world(name, num_agents=17, map_size=4)
 
